@@ -30,7 +30,18 @@ from aiohttp import StreamReader, hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import error_response
-from gateway.patch import V21_MEDIA_TYPE, Change, Patch, PatchError, Shape, parse
+from gateway.patch import (
+    GLANCE_READ_ONLY_ATTRIBUTES,
+    GLANCE_RESERVED_ATTRIBUTES,
+    GLANCE_RESERVED_NAMESPACE,
+    V21_MEDIA_TYPE,
+    Change,
+    Patch,
+    PatchError,
+    Shape,
+    parse,
+)
+from gateway.policy import GLANCE_PROTECTED_ATTRIBUTES, IMS_SYSTEM_ATTRIBUTES
 
 REQUEST_ID = "X-Openstack-Request-Id"
 OCTET_STREAM = "application/octet-stream"
@@ -55,15 +66,11 @@ _VISIBILITIES = ("community", "public", "private", "shared")
 _CONTAINER_FORMATS = (None, "ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
 # Glance's disk formats plus IMS's zvhd and zvhd2.
 _DISK_FORMATS = (None, "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop", "zvhd", "zvhd2")
-_CREATE_READ_ONLY = frozenset(
-    {
-        "direct_url", "self", "file", "schema", "stores", "created_at", "updated_at", "status",
-        "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size",
-    }
-)
+# Glance refuses these on create (RequestDeserializer._disallowed_properties and
+# ImageFactory's read-only check); "id" may be chosen by the caller.
+_CREATE_READ_ONLY = frozenset(GLANCE_READ_ONLY_ATTRIBUTES) - {"id"} | {"stores"}
 # The emulator has no image locations: they are refused like Glance's reserved attributes.
-_RESERVED = frozenset({"location", "locations", "deleted", "deleted_at"})
-_RESERVED_PREFIX = "os_glance"
+_RESERVED = frozenset(GLANCE_RESERVED_ATTRIBUTES) | {"locations"}
 
 # IMS's own attributes (ims-patch-api.md); stored as Glance extra properties, as IMS does.
 _IMS_DEFAULT_PROPERTIES: Mapping[str, str | None] = {
@@ -83,26 +90,7 @@ _IMS_DEFAULT_PROPERTIES: Mapping[str, str | None] = {
     "virtual_env_type": "FusionCompute",
     "hw_firmware_type": "bios",
 }
-IMS_SYSTEM_ATTRIBUTES = frozenset(
-    {
-        "file", "owner", "id", "size", "self", "schema", "status", "tags", "visibility", "name",
-        "checksum", "protected", "container_format", "min_ram", "max_ram", "updated_at",
-        "__os_bit", "__os_version", "__description", "disk_format", "__isregistered",
-        "__platform", "__os_type", "__system__cmkid", "min_disk", "virtual_env_type",
-        "__image_source_type", "__imagetype", "created_at", "virtual_size",
-        "__originalimagename", "__backup_id", "__productcode", "__image_size", "__data_origin",
-        "__root_origin", "__lazyloading", "active_at", "__os_feature_list", "__account_code",
-        "hw_firmware_type", "hw_vif_multiqueue_enabled", "__support_kvm", "__support_xen",
-        "__support_largememory", "__support_diskintensive", "__support_highperformance",
-        "__support_xen_gpu_type", "__support_kvm_gpu_type", "__support_xen_hana",
-        "__support_kvm_infiniband", "__is_offshelved", "enterprise_project_id",
-        "__sequence_num", "__support_fc_inject", "__support_arm", "__image_location",
-        "__is_config_init", "__support_amd", "__support_agent_list",
-        # Glance's own read-only and reserved attributes.
-        "direct_url", "locations", "location", "deleted", "deleted_at", "os_hash_algo",
-        "os_hash_value", "os_hidden",
-    }
-)
+_SYSTEM_ATTRIBUTES = frozenset(IMS_SYSTEM_ATTRIBUTES) | frozenset(GLANCE_PROTECTED_ATTRIBUTES)
 # What PATCH /v2/cloudimages/{id} documents as updatable.
 CLOUDIMAGES_UPDATABLE = frozenset(
     {
@@ -338,7 +326,7 @@ def _check_create_keys(body: Mapping[str, Any]) -> None:
     for key in body:
         if key in _CREATE_READ_ONLY:
             raise ImsError(403, f"Attribute '{key}' is read-only.")
-        if key in _RESERVED or key.startswith(_RESERVED_PREFIX):
+        if key in _RESERVED or key.startswith(GLANCE_RESERVED_NAMESPACE):
             raise ImsError(403, f"Attribute '{key}' is reserved.")
 
 
@@ -482,7 +470,7 @@ def _cloudimages_value(name: str, value: Any) -> Any:
 
 
 def _is_system_attribute(name: str) -> bool:
-    return name in IMS_SYSTEM_ATTRIBUTES or name.startswith(_RESERVED_PREFIX)
+    return name in _SYSTEM_ATTRIBUTES or name.startswith(GLANCE_RESERVED_NAMESPACE)
 
 
 def _apply_cloudimages_change(image: Image, change: Change) -> None:
@@ -680,8 +668,7 @@ async def upload_image_data(request: web.Request) -> web.Response:
         data = await receive_data(request.content, store.new_data_path())
     except BaseException:
         # Like Glance's _restore: a failed upload leaves the image queued for another try.
-        if image.status == "saving":
-            image.attributes["status"] = "queued"
+        image.attributes["status"] = "queued"
         raise
     if not store.holds(image):
         data.path.unlink(missing_ok=True)
