@@ -534,21 +534,20 @@ def _image_response(image: Image, *, status: int = 200) -> web.Response:
     return web.json_response(image.document(), status=status)
 
 
-def _has_body(request: web.Request) -> bool:
-    return request.body_exists
+async def _raw_body(request: web.Request) -> bytes | None:
+    """The body, or None without one (no Content-Length above 0, no Transfer-Encoding)."""
+    return await request.read() if request.body_exists else None
 
 
 async def _json_body(request: web.Request) -> Any:
-    if not _has_body(request):
+    body = await _raw_body(request)
+    if body is None:
         raise ImsError(400, "Body expected in request.", code=EMPTY_BODY)
     try:
-        return json.loads(await request.read())
+        # Strict UTF-8 like Glance's oslo jsonutils: no BOM, no UTF-16 sniffing.
+        return json.loads(str(body, "utf-8"))
     except ValueError:
         raise ImsError(400, "Malformed JSON in request body.") from None
-
-
-async def _raw_body(request: web.Request) -> bytes | None:
-    return await request.read() if _has_body(request) else None
 
 
 def _patch_error(exc: PatchError) -> ImsError:
@@ -634,13 +633,13 @@ async def update_image(request: web.Request) -> web.Response:
     return _image_response(image)
 
 
-def _is_json(content_type: str | None) -> bool:
-    return content_type is not None and content_type.split(";", 1)[0].strip().lower() == "application/json"
+def _media_type(content_type: str | None) -> str | None:
+    return None if content_type is None else content_type.partition(";")[0].strip().lower()
 
 
 async def update_cloud_image(request: web.Request) -> web.Response:
     content_type = request.headers.get(hdrs.CONTENT_TYPE)
-    if not _is_json(content_type):
+    if _media_type(content_type) != "application/json":
         raise ImsError(415, f"Unsupported Content-Type {content_type!r}: use application/json.")
     try:
         patch = parse(V21_MEDIA_TYPE, await _raw_body(request), glance_attribute_checks=False)
@@ -653,7 +652,7 @@ async def update_cloud_image(request: web.Request) -> web.Response:
 
 def _require_octet_stream(request: web.Request) -> None:
     content_type = request.headers.get(hdrs.CONTENT_TYPE)
-    if content_type is None or content_type.split(";", 1)[0].strip().lower() != OCTET_STREAM:
+    if _media_type(content_type) != OCTET_STREAM:
         raise ImsError(415, f"Invalid content type {content_type}")
 
 
@@ -694,6 +693,7 @@ async def download_image_data(request: web.Request) -> web.StreamResponse:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 def _aiohttp_message(request: web.Request, exc: web.HTTPException) -> str:
     if exc.status == 404:

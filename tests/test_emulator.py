@@ -205,6 +205,8 @@ async def test_create_refuses_what_glance_refuses(client: Client, body: Any, sta
     [
         (None, "IMG.0007", "Body expected in request."),
         (b"{", "IMG.0001", "Malformed JSON in request body."),
+        (b"\xef\xbb\xbf{}", "IMG.0001", "Malformed JSON in request body."),
+        ('{"name": "x"}'.encode("utf-16"), "IMG.0001", "Malformed JSON in request body."),
     ],
 )
 async def test_create_needs_a_json_body(client: Client, data: bytes | None, code: str, message: str) -> None:
@@ -726,11 +728,16 @@ async def test_upload_to_an_image_with_data_is_a_conflict(client: Client) -> Non
 
 
 @pytest.mark.parametrize("content_type", ["application/json", None])
-async def test_upload_wants_octet_stream(client: Client, content_type: str | None) -> None:
+async def test_upload_wants_octet_stream(aiohttp_client: Factory, content_type: str | None) -> None:
+    journal: list[RecordedRequest] = []
+    client = await aiohttp_client(build_emulator_app(journal=journal))
     image = await create(client)
-    headers = {"Content-Type": content_type} if content_type else {"Content-Type": ""}
-    response = await client.put(f"/v2/images/{image['id']}/file", data=b"x", headers=headers)
-    assert (await error_of(response, 415))[1].startswith("Invalid content type")
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.put(
+        f"/v2/images/{image['id']}/file", data=b"x", headers=headers, skip_auto_headers=["Content-Type"]
+    )
+    assert journal[-1].headers.get("Content-Type") == content_type
+    assert await error_of(response, 415) == ("EMU.0415", f"Invalid content type {content_type}")
     assert (await show(client, image["id"]))["status"] == "queued"
 
 
