@@ -1,0 +1,186 @@
+"""The app factories: the gateway listener and the admin listener."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from gateway import errors, images, upstream
+from gateway.context import CONTEXT, LIFECYCLE, POLICY, SETTINGS, UPSTREAM, UPSTREAM_URL, Lifecycle, RequestContext
+from gateway.policy import Policy
+from gateway.routes import Route, classify
+from gateway.settings import Settings
+
+log = logging.getLogger("ims_gateway")
+access_log = logging.getLogger("ims_gateway.access")
+
+REQUEST_ID_HEADERS = (upstream.X_REQUEST_ID, "X-Openstack-Request-Id")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+# Method overrides let a POST act as a PATCH on some stacks: never let one past unchecked.
+METHOD_OVERRIDE_HEADERS = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def request_id_for(request: web.Request) -> str:
+    """The client's request id when it is a sane token, otherwise a fresh OpenStack-style one."""
+    for name in REQUEST_ID_HEADERS:
+        offered = request.headers.get(name)
+        if offered and _SAFE_REQUEST_ID.fullmatch(offered):
+            return offered
+    return f"req-{uuid.uuid4()}"
+
+
+@web.middleware
+async def gateway_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give every request an id and a context; render every refusal as an IMS-shaped error."""
+    context = RequestContext(request_id=request_id_for(request), route=classify(request.method, request.raw_path))
+    request[CONTEXT] = context
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except errors.GatewayError as exc:
+        if isinstance(exc, upstream.UpstreamError):
+            context.upstream_failure = exc.failure
+        response = errors.error_response(
+            exc.status, exc.code, exc.message, request_id=context.request_id, headers=exc.headers, details=exc.details
+        )
+    except web.HTTPException as exc:
+        # aiohttp's own refusals (e.g. 413 past client_max_size) in our error shape.
+        response = errors.error_response(
+            exc.status, f"IMSGW.0{exc.status}", exc.reason, request_id=context.request_id
+        )
+    if not response.prepared:
+        response.headers[upstream.X_REQUEST_ID] = context.request_id
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "%s %s %s %d %.6f %s",
+            request.remote,
+            request.method,
+            context.route,
+            response.status,
+            time.perf_counter() - started,
+            context.request_id,
+        )
+    return response
+
+
+async def forward(request: web.Request) -> web.StreamResponse:
+    """Any request the gateway does not intercept: to the upstream and back, streamed."""
+    context = request[CONTEXT]
+    gateway_upstream = request.app[UPSTREAM]
+    headers = gateway_upstream.request_headers(request, context.request_id)
+    data = request.content if request.body_exists else None
+    async with gateway_upstream.exchange(request.method, request.raw_path, headers, data) as response:
+        return await upstream.relay(
+            request, response, {upstream.X_REQUEST_ID: context.request_id}, context
+        )
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    if not request.raw_path.startswith("/"):
+        raise errors.GatewayError(
+            400, errors.BAD_REQUEST, "The request target must be a path starting with '/' (origin-form)."
+        )
+    for name in METHOD_OVERRIDE_HEADERS:
+        if name in request.headers:
+            raise errors.GatewayError(
+                400, errors.BAD_REQUEST, f"The {name} header is not accepted: send the real method instead."
+            )
+    if request[CONTEXT].route is Route.IMAGE_PATCH:
+        return await images.patch_image(request)
+    return await forward(request)
+
+
+async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.upstream.verify_tls:
+        log.warning(
+            "upstream.verify_tls is false: the upstream's TLS certificate is NOT verified; "
+            "anyone on the path can read and change the traffic, X-Auth-Token included"
+        )
+    session = upstream.create_session(settings.upstream)
+    app[UPSTREAM] = upstream.Upstream(settings.upstream, app[UPSTREAM_URL], session)
+    yield
+    await session.close()
+
+
+def build_app(settings: Settings, *, upstream_url: str | None = None, lifecycle: Lifecycle | None = None) -> web.Application:
+    """The gateway listener's app. ``upstream_url`` overrides settings.upstream.url (embedded emulator)."""
+    url = upstream_url or settings.upstream.url
+    if not url:
+        raise ValueError("build_app needs an upstream URL: settings.upstream.url or upstream_url")
+    app = web.Application(middlewares=[gateway_errors], client_max_size=settings.patch.max_body_bytes)
+    app[SETTINGS] = settings
+    app[UPSTREAM_URL] = url
+    app[LIFECYCLE] = lifecycle or Lifecycle()
+    app[POLICY] = Policy(
+        allowed_system_attributes=settings.policy.allowed_system_attributes,
+        forbidden_attributes=settings.policy.forbidden_attributes,
+        forbidden_prefixes=settings.policy.forbidden_prefixes,
+    )
+    app.cleanup_ctx.append(_upstream_session)
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app
+
+
+READY_CACHE_SECONDS = 1.0
+
+
+async def _check_upstream(gateway: web.Application) -> tuple[bool, str]:
+    gateway_upstream = gateway[UPSTREAM]
+    try:
+        async with gateway_upstream.exchange("GET", "/", {}, None) as response:
+            return True, f"upstream answered {response.status}"
+    except errors.GatewayError as exc:
+        return False, exc.message
+
+
+def build_admin_app(gateway: web.Application) -> web.Application:
+    """The admin listener: liveness, readiness (and, later, metrics)."""
+    lifecycle = gateway[LIFECYCLE]
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        if lifecycle.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        now = time.monotonic()
+        if now - lifecycle.ready_checked_at >= READY_CACHE_SECONDS:
+            lifecycle.ready, lifecycle.ready_reason = await _check_upstream(gateway)
+            lifecycle.ready_checked_at = time.monotonic()
+        status = 200 if lifecycle.ready else 503
+        return web.json_response(
+            {"status": "ready" if lifecycle.ready else "upstream unreachable", "upstream": lifecycle.ready_reason},
+            status=status,
+        )
+
+    admin = web.Application()
+    admin.router.add_get("/healthz", healthz)
+    admin.router.add_get("/readyz", readyz)
+    return admin
+
+
+def runner_options(settings: Settings) -> dict[str, object]:
+    """AppRunner options shared by production and the test fixtures, so tests see what users see."""
+    return {
+        # Bodies must reach IMS exactly as sent: no decompression of gzip'd uploads.
+        "auto_decompress": False,
+        "max_line_size": settings.server.max_header_bytes,
+        "max_field_size": settings.server.max_header_bytes,
+        "access_log": None,
+    }
+
+
+__all__ = [
+    "build_admin_app",
+    "build_app",
+    "runner_options",
+]

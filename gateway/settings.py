@@ -1,0 +1,367 @@
+"""Settings: built-in defaults < config file < IMS_GATEWAY_* environment < command-line flags.
+
+Read and validated once at start-up into frozen dataclasses. Every problem names the key,
+the value and what is allowed; all problems of a file are reported at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway import policy
+
+ENV_PREFIX = "IMS_GATEWAY_"
+
+
+class SettingsError(ValueError):
+    """One or more invalid settings; ``problems`` has one line each."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid configuration{where}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError("HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+            ipaddress.IPv6Address(host)
+        elif ":" in host:
+            raise ValueError("an IPv6 host must be in brackets, e.g. [::1]:8080")
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("the port must be a number from 0 to 65535")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _setting(default: Any, help: str, check: Callable[[Any], str | None] | None = None) -> Any:
+    """A config key: its default, one line of help, and a check returning what is allowed."""
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "a number > 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "a number >= 0"
+
+
+def _at_least(minimum: int) -> Callable[[int], str | None]:
+    return lambda value: None if value >= minimum else f"a whole number >= {minimum}"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    return lambda value: None if value in choices else "one of " + ", ".join(choices)
+
+
+def _readable_file_or_empty(value: str) -> str | None:
+    if value == "" or os.access(value, os.R_OK) and Path(value).is_file():
+        return None
+    return "the path of a readable file (or empty)"
+
+
+def _upstream_url(value: str) -> str | None:
+    if value == "":
+        return None
+    parts = urlsplit(value)
+    if parts.scheme in ("http", "https") and parts.hostname and not parts.query and not parts.fragment:
+        try:
+            parts.port
+        except ValueError:
+            return "an http:// or https:// URL with a valid port"
+        return None
+    return "an http:// or https:// URL with a host and no query (or empty: the built-in emulator)"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    listen: Address = _setting(Address("127.0.0.1", 8080), "where clients connect (HOST:PORT)")
+    admin_listen: Address = _setting(
+        Address("127.0.0.1", 9090), "admin listener for /healthz, /readyz, /metrics (HOST:PORT)"
+    )
+    tls_cert: str = _setting("", "PEM certificate chain: serve HTTPS on `listen` (empty: plain HTTP)", _readable_file_or_empty)
+    tls_key: str = _setting("", "PEM private key for tls_cert", _readable_file_or_empty)
+    max_header_bytes: int = _setting(8190, "largest request line or header field accepted (else 431)", _at_least(1024))
+    drain_timeout: float = _setting(30.0, "seconds in-flight requests get to finish after SIGTERM", _non_negative)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    url: str = _setting("", "IMS base URL, e.g. https://ims.ap-southeast-1.myhuaweicloud.com (empty: start the built-in emulator)", _upstream_url)
+    connect_timeout: float = _setting(10.0, "seconds to establish a connection to IMS (then 504)", _positive)
+    read_timeout: float = _setting(300.0, "seconds of silence allowed while waiting for IMS to send (then 504); no limit on a whole transfer", _positive)
+    pool_size: int = _setting(100, "most connections open to IMS at once", _at_least(1))
+    ca_file: str = _setting("", "PEM CA bundle to verify IMS with (empty: the system's CA store)", _readable_file_or_empty)
+    client_cert: str = _setting("", "PEM client certificate for mutual TLS to IMS (empty: none)", _readable_file_or_empty)
+    client_key: str = _setting("", "PEM private key of client_cert (empty: the key is in client_cert)", _readable_file_or_empty)
+    verify_tls: bool = _setting(True, "verify IMS's certificate; false is insecure and logged as such at every start")
+    preserve_host: bool = _setting(False, "send the client's Host to IMS instead of the upstream's own host")
+
+
+@dataclass(frozen=True, slots=True)
+class PatchSettings:
+    max_body_bytes: int = _setting(65536, "largest PATCH /v2/images/{id} body read (else 413)", _at_least(2))
+    check_add_conflicts: bool = _setting(
+        True, "before forwarding a rewritten v2.0 'add', read the image and answer 409 where Glance would"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    allowed_system_attributes: tuple[str, ...] = _setting(
+        policy.DEFAULT_ALLOWED_SYSTEM_ATTRIBUTES, "IMS system attributes that may be changed"
+    )
+    forbidden_attributes: tuple[str, ...] = _setting(
+        policy.DEFAULT_FORBIDDEN_ATTRIBUTES, "attribute names that may not be changed"
+    )
+    forbidden_prefixes: tuple[str, ...] = _setting(
+        policy.DEFAULT_FORBIDDEN_PREFIXES, "attribute name prefixes that may not be changed (allowed names win)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    level: str = _setting("info", "debug, info, warning or error", _one_of("debug", "info", "warning", "error"))
+    access_log: bool = _setting(True, "one line per request (method, route class, status, duration, request id)")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    patch: PatchSettings = field(default_factory=PatchSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+
+# Section name -> its dataclass, in declaration order (annotations are strings here).
+_SECTION_TYPES: dict[str, type] = typing.get_type_hints(Settings)
+
+
+def _key_types(section: type) -> dict[str, Any]:
+    return typing.get_type_hints(section)
+
+
+def _describe(kind: Any) -> str:
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "a whole number"
+    if kind is float:
+        return "a number"
+    if kind is str:
+        return "a string"
+    if kind is Address:
+        return "a HOST:PORT string"
+    return "a list of strings"
+
+
+def _convert(kind: Any, value: Any) -> Any:
+    """A TOML value to the field's type; raises ValueError saying what is allowed."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif kind is Address:
+        if isinstance(value, str):
+            return Address.parse(value)
+    elif typing.get_origin(kind) is tuple:
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+    raise ValueError(_describe(kind))
+
+
+def _from_text(kind: Any, text: str) -> Any:
+    """An environment variable or flag value to the TOML value it stands for."""
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ValueError("true or false")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("a whole number") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("a number") from None
+    if typing.get_origin(kind) is tuple:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return text
+
+
+def _show(value: Any) -> str:
+    return repr(value) if not isinstance(value, str) else f'"{value}"'
+
+
+def build(raw: Mapping[str, Any], source: str = "") -> Settings:
+    """Validated settings from a nested mapping shaped like config/gateway.toml."""
+    problems: list[str] = []
+    built: dict[str, Any] = {}
+    known_sections = _SECTION_TYPES
+    for name in raw:
+        if name not in known_sections:
+            problems.append(f"unknown section [{name}] (known: {', '.join(known_sections)})")
+    for name, section in known_sections.items():
+        table = raw.get(name, {})
+        if not isinstance(table, Mapping):
+            problems.append(f"{name}: must be a table ([{name}])")
+            continue
+        kinds = _key_types(section)
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in kinds:
+                problems.append(f"{name}.{key}: unknown key (known: {', '.join(kinds)})")
+                continue
+            try:
+                values[key] = _convert(kinds[key], value)
+            except ValueError as exc:
+                problems.append(f"{name}.{key}: {_show(value)} is not allowed: expected {exc}")
+        for f in dataclasses.fields(section):
+            check = f.metadata.get("check")
+            if f.name in values and check and (allowed := check(values[f.name])):
+                problems.append(f"{name}.{f.name}: {_show(table[f.name])} is not allowed: expected {allowed}")
+        built[name] = section(**values)
+    if problems:
+        raise SettingsError(problems, source)
+    settings = Settings(**built)
+    problems = _cross_checks(settings)
+    if problems:
+        raise SettingsError(problems, source)
+    return settings
+
+
+def _cross_checks(settings: Settings) -> list[str]:
+    problems = []
+    server, upstream = settings.server, settings.upstream
+    if bool(server.tls_cert) != bool(server.tls_key):
+        problems.append("server.tls_cert and server.tls_key: set both (HTTPS) or neither (HTTP)")
+    if upstream.client_key and not upstream.client_cert:
+        problems.append("upstream.client_key: set only together with upstream.client_cert")
+    if server.listen == server.admin_listen and server.listen.port != 0:
+        problems.append(f"server.admin_listen: {server.admin_listen} is also server.listen; use another port")
+    for name in settings.policy.allowed_system_attributes:
+        if name in settings.policy.forbidden_attributes:
+            problems.append(f"policy.allowed_system_attributes: {name!r} is also in policy.forbidden_attributes")
+    return problems
+
+
+def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise SettingsError([f"cannot read the file: {exc.strerror}"], str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError([f"not valid TOML: {exc}"], str(path)) from None
+
+
+def environment_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """IMS_GATEWAY_<SECTION>_<KEY> variables as a nested mapping (IMS_GATEWAY_UPSTREAM_URL -> upstream.url)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    problems = []
+    for variable, text in environ.items():
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        section, _, key = variable[len(ENV_PREFIX):].lower().partition("_")
+        kinds = _key_types(_SECTION_TYPES[section]) if section in _SECTION_TYPES else {}
+        if key not in kinds:
+            problems.append(f"{variable}: no such setting (variables are {ENV_PREFIX}<SECTION>_<KEY>, e.g. {ENV_PREFIX}UPSTREAM_URL)")
+            continue
+        try:
+            overrides.setdefault(section, {})[key] = _from_text(kinds[key], text)
+        except ValueError as exc:
+            problems.append(f"{variable}: {text!r} is not allowed: expected {exc}")
+    if problems:
+        raise SettingsError(problems, "the environment")
+    return overrides
+
+
+def merge(*layers: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for section, table in layer.items():
+            if isinstance(table, Mapping) and isinstance(merged.get(section, {}), Mapping):
+                merged[section] = {**merged.get(section, {}), **table}
+            else:
+                merged[section] = table
+    return merged
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Settings from the layers, the later winning: defaults, file, environment, overrides (flags)."""
+    file_values = read_file(path) if path is not None else {}
+    env_values = environment_overrides(os.environ if environ is None else environ)
+    return build(merge(file_values, env_values, overrides or {}), str(path) if path else "")
+
+
+def documented_keys() -> list[tuple[str, str, Any, str]]:
+    """(section, key, default, help) for every setting, in declaration order."""
+    rows = []
+    for section_name, section in _SECTION_TYPES.items():
+        for f in dataclasses.fields(section):
+            rows.append((section_name, f.name, f.default, f.metadata["help"]))
+    return rows
+
+
+def replace(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
+    """A copy with some keys changed (tests, and `serve` pointing at its embedded emulator)."""
+    changed = {name: dataclasses.replace(getattr(settings, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(settings, **changed)
+
+
+__all__ = [
+    "Address",
+    "LoggingSettings",
+    "PatchSettings",
+    "PolicySettings",
+    "ServerSettings",
+    "Settings",
+    "SettingsError",
+    "UpstreamSettings",
+    "documented_keys",
+    "environment_overrides",
+    "load",
+    "read_file",
+    "replace",
+]

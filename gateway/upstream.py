@@ -1,0 +1,219 @@
+"""Forwarding to IMS: the one client session, header hygiene, streaming both ways.
+
+The gateway is transparent: method, path and query go upstream exactly as received, every
+end-to-end header goes both ways, and bodies stream with backpressure. Only hop-by-hop
+headers are dropped (RFC 9110 section 7.6.1) and the X-Forwarded-* and request id headers
+added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy, istr
+from yarl import URL
+
+from gateway import errors
+from gateway.settings import UpstreamSettings
+
+if TYPE_CHECKING:
+    from gateway.context import RequestContext
+
+log = logging.getLogger("ims_gateway.upstream")
+
+HOP_BY_HOP = frozenset(
+    istr(name)
+    for name in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        # The gateway answers "Expect: 100-continue" itself; IMS gets the whole body.
+        "Expect",
+    )
+)
+X_FORWARDED_FOR = istr("X-Forwarded-For")
+X_FORWARDED_PROTO = istr("X-Forwarded-Proto")
+X_FORWARDED_HOST = istr("X-Forwarded-Host")
+X_REQUEST_ID = istr("X-Request-Id")
+
+# aiohttp adds these unless told not to; a transparent proxy sends only what it received.
+SKIP_AUTO_HEADERS = frozenset({hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE})
+STREAM_CHUNK = 256 * 1024
+
+
+def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    """The headers that belong to the message, not the connection."""
+    named = {
+        istr(token.strip())
+        for value in headers.getall(hdrs.CONNECTION, ())
+        for token in value.split(",")
+        if token.strip()
+    }
+    return CIMultiDict(
+        (name, value)
+        for name, value in headers.items()
+        if name not in HOP_BY_HOP and name not in named and not name.lower().startswith("proxy-")
+    )
+
+
+def _append(headers: CIMultiDict[str], name: istr, value: str) -> None:
+    previous = ", ".join(headers.popall(name, ()))
+    headers[name] = f"{previous}, {value}" if previous else value
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailure:
+    """Why a request could not be completed upstream; ``kind`` is a bounded metrics label."""
+
+    kind: str  # refused, timeout, reset, tls
+    status: int
+    message: str
+
+
+def classify_failure(exc: BaseException) -> UpstreamFailure:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return UpstreamFailure("tls", 502, "The upstream's TLS certificate could not be verified.")
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+        return UpstreamFailure("tls", 502, "The TLS handshake with the upstream failed.")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamFailure("refused", 502, "The upstream refused the connection or could not be reached.")
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamFailure("timeout", 504, "The upstream did not answer in time.")
+    return UpstreamFailure("reset", 502, "The upstream closed the connection before answering.")
+
+
+class UpstreamError(errors.GatewayError):
+    """The upstream could not be reached or did not answer: 502 or 504."""
+
+    def __init__(self, failure: UpstreamFailure) -> None:
+        code = errors.UPSTREAM_TIMEOUT if failure.status == 504 else errors.UPSTREAM_UNREACHABLE
+        super().__init__(failure.status, code, failure.message)
+        self.failure = failure
+
+
+# Errors an upstream exchange may raise; anything else is a bug and must surface.
+UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+class Upstream:
+    """The one upstream: base URL, shared session, and how a request is sent there."""
+
+    def __init__(self, settings: UpstreamSettings, base_url: str, session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.base = URL(base_url)
+        self.session = session
+        self._root = str(self.base.origin()) + self.base.raw_path.rstrip("/")
+        self._host = self.base.raw_host + (f":{self.base.port}" if not self.base.is_default_port() else "")
+
+    def url_for(self, raw_path: str) -> URL:
+        """Upstream URL for a raw request target, neither decoded nor normalised."""
+        return URL(self._root + raw_path, encoded=True)
+
+    def request_headers(self, request: web.Request, request_id: str) -> CIMultiDict[str]:
+        headers = end_to_end(request.headers)
+        if request.remote:
+            _append(headers, X_FORWARDED_FOR, request.remote)
+        _append(headers, X_FORWARDED_PROTO, request.scheme)
+        client_host = request.headers.get(hdrs.HOST)
+        if client_host:
+            _append(headers, X_FORWARDED_HOST, client_host)
+        if not self.settings.preserve_host or not client_host:
+            headers[hdrs.HOST] = self._host
+        headers[X_REQUEST_ID] = request_id
+        return headers
+
+    @asynccontextmanager
+    async def exchange(
+        self,
+        method: str,
+        raw_path: str,
+        headers: Mapping[str, str],
+        data: bytes | aiohttp.StreamReader | None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send one request upstream; connection and timeout failures become GatewayError."""
+        try:
+            response = await self.session.request(
+                method,
+                self.url_for(raw_path),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                skip_auto_headers=SKIP_AUTO_HEADERS,
+                compress=None,
+            )
+        except UPSTREAM_ERRORS as exc:
+            failure = classify_failure(exc)
+            log.warning("upstream %s: %s %s: %r", failure.kind, method, self.base, exc)
+            raise UpstreamError(failure) from exc
+        try:
+            yield response
+        finally:
+            response.release()
+
+
+def client_ssl(settings: UpstreamSettings) -> ssl.SSLContext | bool:
+    if not settings.verify_tls:
+        return False
+    context = ssl.create_default_context(cafile=settings.ca_file or None)
+    if settings.client_cert:
+        context.load_cert_chain(settings.client_cert, settings.client_key or None)
+    return context
+
+
+def create_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=settings.pool_size, limit_per_host=0, ssl=client_ssl(settings))
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        skip_auto_headers=SKIP_AUTO_HEADERS,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        raise_for_status=False,
+    )
+
+
+async def relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    extra_headers: Mapping[str, str],
+    context: RequestContext,
+) -> web.StreamResponse:
+    """Stream an upstream response to the client, byte for byte.
+
+    Once the status line is sent a failure cannot become an error response: the client
+    connection is aborted instead, so that a truncated body is never mistaken for a whole one.
+    """
+    headers = end_to_end(upstream.headers)
+    headers.update(extra_headers)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    await response.prepare(request)
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+    except UPSTREAM_ERRORS as exc:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise  # the client went away: aiohttp counts it as a disconnect
+        context.upstream_failure = classify_failure(exc)
+        log.warning(
+            "upstream %s after the response started; aborting the client connection: %r",
+            context.upstream_failure.kind,
+            exc,
+        )
+        transport.abort()
+    return response

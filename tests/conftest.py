@@ -1,0 +1,147 @@
+"""Shared fixtures: a recording stand-in upstream, a gateway factory, raw HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
+
+from gateway import settings as settings_module
+from gateway.app import build_admin_app, build_app, runner_options
+from gateway.settings import Settings
+
+
+@dataclasses.dataclass
+class Seen:
+    """One request as the stand-in upstream received it."""
+
+    method: str
+    raw_path: str
+    headers: CIMultiDict[str]
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+
+Responder = Callable[[web.Request, Seen], Awaitable[web.StreamResponse]]
+
+
+async def echo_json(request: web.Request, seen: Seen) -> web.StreamResponse:
+    return web.json_response({"method": seen.method, "path": seen.raw_path, "size": len(seen.body)})
+
+
+class Recorder:
+    """A stand-in upstream that records every request; tests program its answers."""
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        self.respond: Responder = echo_json
+        self.read_body = True
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read() if self.read_body else b""
+        seen = Seen(request.method, request.raw_path, CIMultiDict(request.headers), tuple(request.raw_headers), body)
+        self.seen.append(seen)
+        return await self.respond(request, seen)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+
+@pytest.fixture
+async def recorder(aiohttp_server: Any) -> Recorder:
+    recording = Recorder()
+    server: TestServer = await aiohttp_server(recording.app(), auto_decompress=False)
+    recording.url = str(server.make_url("")).rstrip("/")
+    return recording
+
+
+def make_settings(**sections: dict[str, Any]) -> Settings:
+    """Defaults with some keys changed, validated as a config file would be."""
+    raw = {"server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0"}}
+    for name, table in sections.items():
+        raw[name] = {**raw.get(name, {}), **table}
+    return settings_module.build(raw)
+
+
+@dataclasses.dataclass
+class Gateway:
+    url: str
+    admin_url: str
+    app: web.Application
+    server: TestServer
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(aiohttp_server: Any) -> GatewayFactory:
+    """Start a gateway (and its admin listener) in front of ``upstream_url`` with some settings changed."""
+
+    async def start(upstream_url: str, ssl: Any = None, **sections: dict[str, Any]) -> Gateway:
+        settings = make_settings(upstream={"url": upstream_url, **sections.pop("upstream", {})}, **sections)
+        app = build_app(settings)
+        server = await aiohttp_server(app, ssl=ssl, **runner_options(settings))
+        admin = await aiohttp_server(build_admin_app(app))
+        return Gateway(str(server.make_url("")).rstrip("/"), str(admin.make_url("")).rstrip("/"), app, server)
+
+    return start
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client that changes nothing: no decompression, no cookies, no added headers."""
+    async with aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()) as session:
+        yield session
+
+
+@dataclasses.dataclass
+class RawResponse:
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+async def raw_request(url: str, request: bytes, timeout: float = 10.0) -> RawResponse:
+    """Send exact bytes (no client-side normalisation) and read one response until close."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 1"):  # interim responses such as 100 Continue
+        head, _, body = body.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.add(name.strip(), value.strip())
+    if headers.get("Transfer-Encoding", "").lower() == "chunked":
+        body = _dechunk(body)
+    return RawResponse(int(lines[0].split()[1]), headers, body)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return bytes(out)
