@@ -340,6 +340,32 @@ async def test_both_media_types_make_the_same_image(client: Client) -> None:
     assert await show(client, results[0]["id"]) == results[0]
 
 
+GLANCE_REFUSED_BODIES = [
+    *[(V21, body) for body in ('{"op": "add"}', '"string"', "123", "true", "false", "null")],
+    *[(V21, f"[{item}]") for item in ('["a", "list"]', '"string"', "123", "true", "false", "null",
+                                      '{"op": "invalid", "path": "/name", "value": "fedora"}')],
+    *[(V21, json.dumps([{"op": "add", "path": pointer, "value": "v"}]))
+      for pointer in ("noslash", "///twoslash", "/two/   /slash", "/      /      ", "/trailingslash/",
+                      "/lone~tilde", "/trailingtilde~", "/locations/1/2")],
+    (V21, '[{"path": "/colburn", "value": "arcata"}]'),
+    (V21, '[{"op": "replace", "path": "/colburn"}]'),
+    (V21, '[{"op": "replace", "value": "arcata"}]'),
+    (V20, '[{"replace": "/foo", "add": "/bar", "value": "snore"}]'),
+    (V20, '[{"value": "arcata"}]'),
+    (V20, '[{"replace": "/colburn"}]'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("content_type", "body"), GLANCE_REFUSED_BODIES)
+async def test_glances_refused_bodies_are_400_and_change_nothing(client: Client, content_type: str, body: str) -> None:
+    image = await create(client, colburn="x")
+
+    response = await patch(client, image["id"], body.encode(), content_type)
+
+    assert (await error_of(response, 400))[0] == "IMG.0001"
+    assert await show(client, image["id"]) == image
+
+
 async def test_the_tricky_pointers_name_the_decoded_attributes(client: Client) -> None:
     image = await create(client)
     body = [{"op": "add", "path": path, "value": "v"} for path in ("/keywith~1slash", "/keywith~0tilde", "/tricky~01")]
