@@ -113,26 +113,36 @@ class RawResponse:
 
 
 async def raw_request(url: str, request: bytes, timeout: float = 10.0) -> RawResponse:
-    """Send exact bytes (no client-side normalisation) and read one response until close."""
+    """Send exact bytes (no client-side normalisation) and read one response.
+
+    The body is read by its Content-Length when there is one, otherwise until the server closes.
+    """
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
         writer.write(request)
         await writer.drain()
-        data = await asyncio.wait_for(reader.read(), timeout)
+        while True:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+            if not head.startswith(b"HTTP/1.1 1"):  # skip interim responses such as 100 Continue
+                break
+        lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+        headers: CIMultiDict[str] = CIMultiDict()
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.add(name.strip(), value.strip())
+        status = int(lines[0].split()[1])
+        if "Content-Length" in headers and not request.startswith(b"HEAD "):
+            body = await asyncio.wait_for(reader.readexactly(int(headers["Content-Length"])), timeout)
+        elif request.startswith(b"HEAD ") or status in (204, 304):
+            body = b""
+        else:
+            body = await asyncio.wait_for(reader.read(), timeout)
     finally:
         writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    while head.startswith(b"HTTP/1.1 1"):  # interim responses such as 100 Continue
-        head, _, body = body.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers: CIMultiDict[str] = CIMultiDict()
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers.add(name.strip(), value.strip())
     if headers.get("Transfer-Encoding", "").lower() == "chunked":
         body = _dechunk(body)
-    return RawResponse(int(lines[0].split()[1]), headers, body)
+    return RawResponse(status, headers, body)
 
 
 def _dechunk(data: bytes) -> bytes:
