@@ -11,8 +11,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from gateway import errors, images, upstream
-from gateway.context import CONTEXT, LIFECYCLE, POLICY, SETTINGS, UPSTREAM, UPSTREAM_URL, Lifecycle, RequestContext
-from gateway.policy import Policy
+from gateway.context import (
+    CONTEXT,
+    LIFECYCLE,
+    RUNTIME,
+    SETTINGS,
+    UPSTREAM,
+    UPSTREAM_URL,
+    Config,
+    Lifecycle,
+    RequestContext,
+    Runtime,
+)
 from gateway.routes import Route, classify
 from gateway.settings import Settings
 
@@ -40,7 +50,11 @@ def request_id_for(request: web.Request) -> str:
 @web.middleware
 async def gateway_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give every request an id and a context; render every refusal as an IMS-shaped error."""
-    context = RequestContext(request_id=request_id_for(request), route=classify(request.method, request.raw_path))
+    context = RequestContext(
+        request_id=request_id_for(request),
+        route=classify(request.method, request.raw_path),
+        config=request.app[RUNTIME].config,
+    )
     request[CONTEXT] = context
     started = time.perf_counter()
     try:
@@ -120,11 +134,7 @@ def build_app(settings: Settings, *, upstream_url: str | None = None, lifecycle:
     app[SETTINGS] = settings
     app[UPSTREAM_URL] = url
     app[LIFECYCLE] = lifecycle or Lifecycle()
-    app[POLICY] = Policy(
-        allowed_system_attributes=settings.policy.allowed_system_attributes,
-        forbidden_attributes=settings.policy.forbidden_attributes,
-        forbidden_prefixes=settings.policy.forbidden_prefixes,
-    )
+    app[RUNTIME] = Runtime(Config.from_settings(settings))
     app.cleanup_ctx.append(_upstream_session)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

@@ -9,7 +9,6 @@ from aiohttp import web
 
 from gateway.policy import Policy
 from gateway.settings import Settings
-
 from gateway.upstream import Upstream, UpstreamFailure
 
 if TYPE_CHECKING:
@@ -26,8 +25,40 @@ class Lifecycle:
     ready_reason: str = "not checked yet"
 
 
+@dataclass(frozen=True, slots=True)
+class Config:
+    """One generation of configuration: what a request is decided under, start to finish.
+
+    A reload swaps the whole object; a request keeps the one it started with.
+    """
+
+    settings: Settings
+    policy: Policy
+    generation: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, generation: int = 0) -> Config:
+        return cls(
+            settings=settings,
+            policy=Policy(
+                allowed_system_attributes=settings.policy.allowed_system_attributes,
+                forbidden_attributes=settings.policy.forbidden_attributes,
+                forbidden_prefixes=settings.policy.forbidden_prefixes,
+            ),
+            generation=generation,
+        )
+
+
+@dataclass(slots=True)
+class Runtime:
+    """The current configuration generation, swapped whole on reload."""
+
+    config: Config
+
+
+# Settings the app was started with: listeners, upstream session. Not reloadable.
 SETTINGS = web.AppKey("settings", Settings)
-POLICY = web.AppKey("policy", Policy)
+RUNTIME = web.AppKey("runtime", Runtime)
 UPSTREAM = web.AppKey("upstream", Upstream)
 UPSTREAM_URL = web.AppKey("upstream_url", str)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
@@ -37,6 +68,7 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 class RequestContext:
     request_id: str
     route: str  # a bounded label: image_patch, image_data, images, other
+    config: Config
     upstream_failure: UpstreamFailure | None = None
     # Facts about an image PATCH, for metrics and the migration report (all bounded values).
     shape: str | None = None  # v2.0, v2.1, unsupported

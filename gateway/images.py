@@ -8,7 +8,7 @@ import logging
 from aiohttp import hdrs, web
 
 from gateway import conflicts, errors, patch, upstream
-from gateway.context import CONTEXT, POLICY, SETTINGS, UPSTREAM, RequestContext
+from gateway.context import CONTEXT, UPSTREAM, RequestContext
 from gateway.policy import Violation
 
 log = logging.getLogger("ims_gateway.patch")
@@ -68,7 +68,7 @@ def forbidden(violations: list[Violation]) -> errors.GatewayError:
 
 def parse_and_check(request: web.Request, context: RequestContext, body: bytes | None) -> patch.Patch:
     content_type = request.headers.get(hdrs.CONTENT_TYPE)
-    policy = request.app[POLICY]
+    policy = context.config.policy
     try:
         parsed = patch.parse(content_type, body, glance_attribute_checks=False, reject_duplicate_members=True)
     except patch.PatchError as exc:
@@ -117,7 +117,7 @@ async def _existing_attributes(request: web.Request, context: RequestContext) ->
 
 async def patch_image(request: web.Request) -> web.StreamResponse:
     context = request[CONTEXT]
-    settings = request.app[SETTINGS]
+    settings = context.config.settings
     content_type = request.headers.get(hdrs.CONTENT_TYPE)
     try:
         shape = patch.shape_of(content_type)
