@@ -134,9 +134,11 @@ def shape_of(content_type: str | None) -> Shape:
     raw = content_type or ""
     shape = _SHAPES.get(raw.partition(";")[0])
     if shape is None:
+        # webob's explanation, then the detail Glance 33 adds to it.
         raise PatchError(
             415,
-            f"The request media type {raw} is not supported by this server.",
+            f"The request media type {raw} is not supported by this server. "
+            f"Image PATCH expects Content-Type one of: {ACCEPT_PATCH}",
             "unsupported_media_type",
             headers={"Accept-Patch": ACCEPT_PATCH},
         )

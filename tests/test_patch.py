@@ -120,7 +120,9 @@ def test_other_media_types_are_415_with_accept_patch(content_type: str | None) -
         )
     }
     assert error.message == (
-        f"The request media type {content_type or ''} is not supported by this server."
+        f"The request media type {content_type or ''} is not supported by this server. "
+        "Image PATCH expects Content-Type one of: application/openstack-images-v2.0-json-patch, "
+        "application/openstack-images-v2.1-json-patch"
     )
 
 
@@ -137,8 +139,8 @@ def test_415_message_spells_out_undecodable_header_bytes() -> None:
     # aiohttp hands undecodable header bytes over as lone surrogates.
     error = refusal("application/\udcff", b"[]")
 
-    assert error.message == (
-        "The request media type application/\\udcff is not supported by this server."
+    assert error.message.startswith(
+        "The request media type application/\\udcff is not supported by this server. "
     )
     error.message.encode("utf-8")
 
