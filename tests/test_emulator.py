@@ -520,9 +520,11 @@ async def test_patch_holds_the_property_quota(client: Client) -> None:
 @pytest.mark.parametrize(
     ("content_type", "data", "status", "code", "message"),
     [
-        ("application/json", b"[]", 415, "EMU.0415", "The request media type application/json is not supported by this server."),
+        ("application/json", b"[]", 415, "EMU.0415", "The request media type application/json is not supported by this server."
+         " Image PATCH expects Content-Type one of: application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch"),
         ("Application/openstack-images-v2.1-json-patch", b"[]", 415, "EMU.0415",
-         "The request media type Application/openstack-images-v2.1-json-patch is not supported by this server."),
+         "The request media type Application/openstack-images-v2.1-json-patch is not supported by this server."
+         " Image PATCH expects Content-Type one of: application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch"),
         (V21, None, 400, "IMG.0007", "Body expected in request."),
         (V21, b"[", 400, "IMG.0001", "Malformed JSON in request body."),
         (V21, b"{}", 400, "IMG.0001", "Request body must be a JSON array of operation objects."),
