@@ -59,12 +59,14 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     return {name: table for name, table in (("server", server), ("upstream", upstream)) if table}
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, access_log: bool = True) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    if not access_log:
+        logging.getLogger("ims_gateway.access").setLevel(logging.WARNING)
 
 
 def server_ssl(settings: Settings) -> ssl.SSLContext | None:
@@ -164,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ims-gateway: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.logging.level)
+    configure_logging(settings.logging.level, settings.logging.access_log)
     return asyncio.run(serve(settings))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -219,3 +220,21 @@ def test_console_script_and_module_are_the_same_program() -> None:
     by_module = subprocess.run([sys.executable, "-m", "gateway", "--version"], capture_output=True, text=True, timeout=30)
     assert by_script.stdout == by_module.stdout
     assert by_script.stdout.startswith("ims-gateway ")
+
+
+@pytest.mark.parametrize(("access_log", "expected"), [("true", True), ("false", False)])
+def test_the_access_log_can_be_turned_off(processes: list[Process], access_log: str, expected: bool) -> None:
+    port, admin = free_port(), free_port()
+    process = Process(
+        ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
+        clean_env(IMS_GATEWAY_LOGGING_ACCESS_LOG=access_log),
+    )
+    processes.append(process)
+    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    status, headers, _ = request("GET", f"http://127.0.0.1:{port}/v2/images", headers={"X-Request-Id": "access-1"})
+    assert status == 200
+    output = process.stop()
+    access_lines = [line for line in output.splitlines() if "ims_gateway.access" in line]
+    assert bool(access_lines) is expected
+    if expected:
+        assert re.search(r"ims_gateway\.access 127\.0\.0\.1 GET images 200 \d+\.\d{6} access-1$", access_lines[0])
