@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import urlsplit
 
 LOG = logging.getLogger(__name__)
@@ -171,10 +172,10 @@ def _install(venv: Path, log: Path) -> None:
         )
 
 
-def _run_logged(argv: list[str], out: object, log: Path) -> None:
+def _run_logged(argv: list[str], out: TextIO, log: Path) -> None:
     result = subprocess.run(
         argv,
-        stdout=out,  # type: ignore[arg-type]
+        stdout=out,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         timeout=INSTALL_TIMEOUT_S,
