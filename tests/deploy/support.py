@@ -70,7 +70,8 @@ class Service:
         )
 
     def output(self) -> str:
-        self._log_handle.flush()
+        if not self._log_handle.closed:
+            self._log_handle.flush()
         return self.log.read_text(errors="replace")
 
     def check_running(self) -> None:

