@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway import __version__, settings as settings_module
 from gateway.app import build_admin_app, build_app, runner_options
 from gateway.context import Lifecycle
+from gateway.server import GatewayRunner
 from gateway.settings import Address, Settings, SettingsError
 
 log = logging.getLogger("ims_gateway")
@@ -95,7 +96,7 @@ async def serve(settings: Settings) -> int:
         )
     lifecycle = Lifecycle()
     gateway = build_app(settings, upstream_url=url, lifecycle=lifecycle)
-    runner = web.AppRunner(gateway, shutdown_timeout=settings.server.drain_timeout, **runner_options(settings))
+    runner = GatewayRunner(gateway, shutdown_timeout=settings.server.drain_timeout, **runner_options(settings))
     admin_runner = web.AppRunner(build_admin_app(gateway), access_log=None)
     await runner.setup()
     await admin_runner.setup()

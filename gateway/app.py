@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import errors, images, upstream
+from gateway import errors, images, server, upstream
 from gateway.context import (
     CONTEXT,
     LIFECYCLE,
@@ -98,6 +98,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
+    server.check_framing(request)
     if not request.raw_path.startswith("/"):
         raise errors.GatewayError(
             400, errors.BAD_REQUEST, "The request target must be a path starting with '/' (origin-form)."
@@ -185,6 +186,7 @@ def runner_options(settings: Settings) -> dict[str, object]:
         "auto_decompress": False,
         "max_line_size": settings.server.max_header_bytes,
         "max_field_size": settings.server.max_header_bytes,
+        "keepalive_timeout": settings.server.keepalive_timeout,
         "access_log": None,
     }
 

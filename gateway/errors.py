@@ -17,12 +17,14 @@ from aiohttp import web
 # Codes of our own, in IMS's "XXX.NNNN" style; IMS uses the IMG. prefix.
 BAD_REQUEST = "IMSGW.0400"
 FORBIDDEN_ATTRIBUTE = "IMSGW.0403"
+REQUEST_TIMEOUT = "IMSGW.0408"
 CONFLICT = "IMSGW.0409"
 GONE = "IMSGW.0410"
 TOO_LARGE = "IMSGW.0413"
 UNSUPPORTED_MEDIA_TYPE = "IMSGW.0415"
 HEADERS_TOO_LARGE = "IMSGW.0431"
 INTERNAL = "IMSGW.0500"
+NOT_IMPLEMENTED = "IMSGW.0501"
 UPSTREAM_UNREACHABLE = "IMSGW.0502"
 UNAVAILABLE = "IMSGW.0503"
 UPSTREAM_TIMEOUT = "IMSGW.0504"
@@ -79,4 +81,7 @@ def error_response(
     )
     if headers:
         response.headers.update(headers)
+        if response.headers.get("Connection", "").lower() == "close":
+            # The header alone would not stop aiohttp from reading a next request.
+            response.force_close()
     return response

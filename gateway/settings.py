@@ -105,6 +105,19 @@ class ServerSettings:
     tls_key: str = _setting("", "PEM private key for tls_cert", _readable_file_or_empty)
     max_header_bytes: int = _setting(8190, "largest request line or header field accepted (else 431)", _at_least(1024))
     drain_timeout: float = _setting(30.0, "seconds in-flight requests get to finish after SIGTERM", _non_negative)
+    drain_delay: float = _setting(
+        5.0,
+        "seconds after SIGTERM during which /readyz fails but new connections are still served, "
+        "so load balancers stop sending first (keep drain_delay + drain_timeout below the orchestrator's grace period)",
+        _non_negative,
+    )
+    header_timeout: float = _setting(
+        20.0, "seconds a client has to finish sending a request's headers once it has started (then 408, closed)", _positive
+    )
+    body_timeout: float = _setting(
+        30.0, "seconds a client has to send a whole PATCH /v2/images/{id} body (then 408, closed)", _positive
+    )
+    keepalive_timeout: float = _setting(75.0, "seconds an idle client connection is kept open waiting for its next request", _positive)
 
 
 @dataclass(frozen=True, slots=True)

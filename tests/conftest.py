@@ -11,10 +11,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
 from multidict import CIMultiDict
 
 from gateway import settings as settings_module
 from gateway.app import build_admin_app, build_app, runner_options
+from gateway.server import GatewayRunner
 from gateway.settings import Settings
 
 
@@ -84,18 +86,30 @@ class Gateway:
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
+class GatewayTestServer(TestServer):
+    """A TestServer serving through GatewayRunner, the runner `serve` uses."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @pytest.fixture
-async def make_gateway(aiohttp_server: Any) -> GatewayFactory:
+async def make_gateway(aiohttp_server: Any) -> AsyncIterator[GatewayFactory]:
     """Start a gateway (and its admin listener) in front of ``upstream_url`` with some settings changed."""
+    started: list[TestServer] = []
 
     async def start(upstream_url: str, ssl: Any = None, **sections: dict[str, Any]) -> Gateway:
         settings = make_settings(upstream={"url": upstream_url, **sections.pop("upstream", {})}, **sections)
         app = build_app(settings)
-        server = await aiohttp_server(app, ssl=ssl, **runner_options(settings))
+        server = GatewayTestServer(app)
+        await server.start_server(ssl=ssl, **runner_options(settings))
+        started.append(server)
         admin = await aiohttp_server(build_admin_app(app))
         return Gateway(str(server.make_url("")).rstrip("/"), str(admin.make_url("")).rstrip("/"), app, server)
 
-    return start
+    yield start
+    while started:
+        await started.pop().close()
 
 
 @pytest.fixture
