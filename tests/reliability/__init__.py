@@ -1,0 +1,1 @@
+"""Reliability and security under load, faults and hostile input (issue 7)."""
