@@ -213,7 +213,8 @@ def test_image_command_serves_passes_its_healthcheck_and_stops_cleanly_on_sigter
     stage: list[Instruction], tmp_path: Path
 ) -> None:
     listen, admin = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    env = clean_env(**{**env_of(stage), "IMS_GATEWAY_SERVER_LISTEN": listen, "IMS_GATEWAY_SERVER_ADMIN_LISTEN": admin})
+    ports = {"IMS_GATEWAY_SERVER_LISTEN": listen, "IMS_GATEWAY_SERVER_ADMIN_LISTEN": admin}
+    env = clean_env(**{**env_of(stage), **ports, "IMS_GATEWAY_SERVER_DRAIN_DELAY": "0"})
     gateway = Service(image_argv(stage), tmp_path / "gateway.log", env=env)
     try:
         wait_until(lambda: gateway.check_running() or http_get(f"http://{admin}/healthz"), "the gateway's /healthz")

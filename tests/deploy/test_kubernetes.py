@@ -164,16 +164,12 @@ def test_probes_use_the_admin_listener(
     assert container_port(rendered, check["port"]) == pod_settings.server.admin_listen.port
 
 
-def pre_stop_seconds(gateway: Doc) -> float:
-    command = gateway.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
-    return float(command[1]) if command[:1] == ["sleep"] else 0.0
-
-
 @pytest.mark.e2e
 def test_grace_period_outlasts_the_drain(rendered: list[Doc], pod_settings: settings_module.Settings) -> None:
     pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
-    drain = pre_stop_seconds(container(rendered)) + pod_settings.server.drain_timeout
-    assert pod["terminationGracePeriodSeconds"] > drain
+    server = pod_settings.server
+    assert pod["terminationGracePeriodSeconds"] > server.drain_delay + server.drain_timeout
+    assert "lifecycle" not in container(rendered), "the gateway's drain_delay already waits for endpoints"
 
 
 @pytest.mark.e2e
