@@ -116,9 +116,14 @@ async def serve(settings: Settings) -> int:
         if stop.is_set():
             log.warning("second %s: exiting at once", signal.Signals(signum).name)
             os._exit(1)
+        # Readiness fails first; the listener keeps serving for drain_delay so that load
+        # balancers stop sending before new connections are refused.
+        lifecycle.draining = True
         log.info(
-            "%s: draining (readiness fails, new connections refused, in-flight requests get %.0f s)",
+            "%s: draining: /readyz fails now, new connections are refused in %g s, "
+            "in-flight requests then get %g s (a second signal exits at once)",
             signal.Signals(signum).name,
+            settings.server.drain_delay,
             settings.server.drain_timeout,
         )
         stop.set()
@@ -126,7 +131,7 @@ async def serve(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     await stop.wait()
-    lifecycle.draining = True
+    await asyncio.sleep(settings.server.drain_delay)
     await runner.cleanup()
     await admin_runner.cleanup()
     if emulator_runner is not None:

@@ -94,6 +94,12 @@ class GatewayProtocol(RequestHandler):
         self._head_count = 0
 
     def data_received(self, data: bytes) -> None:
+        if (self._close or self._force_close) and self._current_request is not None and self._parser is not None:
+            # Once shutdown starts aiohttp drops every byte received (aio-libs/aiohttp#2298),
+            # starving an upload in flight until the drain timeout cuts it. Its body is still
+            # fed; a request pipelined after it is not, as the connection closes after it.
+            self._parser.feed_data(data)
+            return
         super().data_received(data)
         if self._head_timer is not None and self._request_count != self._head_count:
             self._head_timer.cancel()
