@@ -67,8 +67,6 @@ class _Connection:
     fault: str = ""
     stage: str = "idle"
     body_bytes: int = 0
-    sent_body: int = 0
-    record_body: bool = True
 
 
 @dataclass
@@ -84,7 +82,7 @@ class FaultyUpstream:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="faulty-upstream", daemon=True)
         self._server: asyncio.base_events.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: dict[asyncio.StreamWriter, _Connection] = {}
         self._lock = threading.Lock()
 
     # -- control, from any thread ------------------------------------------------------
@@ -125,7 +123,11 @@ class FaultyUpstream:
 
     @property
     def open_connections(self) -> int:
-        return self._call(self._count())
+        return len(self.stages())
+
+    def stages(self) -> list[str]:
+        """What each open connection is doing: idle, body (receiving a request body), response."""
+        return self._call(self._stages())
 
     def clear(self) -> None:
         with self._lock:
@@ -148,22 +150,22 @@ class FaultyUpstream:
         await self._drop()
 
     async def _drop(self) -> None:
-        for writer in list(self._writers):
+        for writer in list(self._connections):
             writer.close()
 
-    async def _count(self) -> int:
-        return len(self._writers)
+    async def _stages(self) -> list[str]:
+        return [connection.stage for connection in self._connections.values()]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
         connection = _Connection(reader, writer)
+        self._connections[writer] = connection
         try:
             while await self._one_request(connection):
                 pass
         except (PeerGone, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            self._writers.discard(writer)
+            self._connections.pop(writer, None)
             with self._lock:
                 self.closed.append(Closed(connection.fault, connection.stage, connection.body_bytes))
             writer.close()
