@@ -1,0 +1,55 @@
+"""Every PromQL expression the deploy kit ships, read from its files and made concrete."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Grafana's range variables, as concrete ranges for a Prometheus that scrapes every second.
+GRAFANA_VARIABLES = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
+_VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
+
+
+@dataclass(frozen=True)
+class Expression:
+    where: str
+    expr: str
+
+
+def concrete(expr: str) -> str:
+    """``expr`` with Grafana's variables replaced; ValueError names one it does not know."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in GRAFANA_VARIABLES:
+            raise ValueError(f"unknown dashboard variable ${name} in {expr!r}")
+        return GRAFANA_VARIABLES[name]
+
+    return _VARIABLE.sub(value, expr)
+
+
+def dashboard_expressions(node: Any, title: str = "") -> Iterator[Expression]:
+    """Every ``expr`` anywhere in a dashboard (panels, rows' nested panels, variables), by panel title."""
+    if isinstance(node, dict):
+        title = node.get("title", title) if isinstance(node.get("title"), str) else title
+        if isinstance(node.get("expr"), str):
+            yield Expression(f"{title} [{node.get('refId', '?')}]", node["expr"])
+        for value in node.values():
+            yield from dashboard_expressions(value, title)
+    elif isinstance(node, list):
+        for item in node:
+            yield from dashboard_expressions(item, title)
+
+
+def rule_expressions(paths: list[Path], kind: str) -> list[Expression]:
+    """The expression of every ``kind`` rule (``record`` or ``alert``) in the rule files."""
+    found = []
+    for path in paths:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            found += [Expression(rule[kind], rule["expr"]) for rule in group["rules"] if kind in rule]
+    return found
