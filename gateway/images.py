@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import hdrs, web
 
 from gateway import conflicts, errors, patch, upstream
@@ -35,12 +38,36 @@ async def read_body(request: web.Request, limit: int) -> bytes | None:
         raise _too_large(limit)
     chunks = []
     size = 0
-    async for chunk in request.content.iter_any():
+    async for chunk in _within_body_timeout(request):
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _within_body_timeout(request: web.Request) -> AsyncIterator[bytes]:
+    """The body's chunks; 408 when the whole body takes longer than server.body_timeout (a trickle)."""
+    timeout = request[CONTEXT].config.settings.server.body_timeout
+    return _chunks_until(request.content, asyncio.get_running_loop().time() + timeout, timeout)
+
+
+async def _chunks_until(content: aiohttp.StreamReader, deadline: float, timeout: float) -> AsyncIterator[bytes]:
+    while True:
+        try:
+            # Each read alone is bounded, so the deadline never fires outside this generator.
+            async with asyncio.timeout_at(deadline):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise errors.GatewayError(
+                408,
+                errors.REQUEST_TIMEOUT,
+                f"The PATCH body did not arrive within {timeout:g} seconds.",
+                headers={hdrs.CONNECTION: "close"},
+            ) from None
+        if not chunk:
+            return
+        yield chunk
 
 
 def _too_large(limit: int) -> errors.GatewayError:
