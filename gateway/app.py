@@ -9,11 +9,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
-from gateway import errors, images, server, upstream
+from gateway import errors, images, metrics, report, server, upstream
 from gateway.context import (
     CONTEXT,
     LIFECYCLE,
+    METRICS,
     RUNTIME,
     SETTINGS,
     UPSTREAM,
@@ -56,6 +58,8 @@ async def gateway_errors(request: web.Request, handler: Handler) -> web.StreamRe
         config=request.app[RUNTIME].config,
     )
     request[CONTEXT] = context
+    gateway_metrics = request.app[METRICS]
+    gateway_metrics.request_started(context)
     started = time.perf_counter()
     try:
         response = await handler(request)
@@ -70,8 +74,13 @@ async def gateway_errors(request: web.Request, handler: Handler) -> web.StreamRe
         response = errors.error_response(
             exc.status, f"IMSGW.0{exc.status}", exc.reason, request_id=context.request_id
         )
+    except BaseException as exc:
+        gateway_metrics.request_aborted(request, context, exc, time.perf_counter() - started)
+        raise
     if not response.prepared:
         response.headers[upstream.X_REQUEST_ID] = context.request_id
+    elapsed = time.perf_counter() - started
+    gateway_metrics.observe(request, context, response, elapsed)
     if access_log.isEnabledFor(logging.INFO):
         access_log.info(
             "%s %s %s %d %.6f %s",
@@ -79,7 +88,7 @@ async def gateway_errors(request: web.Request, handler: Handler) -> web.StreamRe
             request.method,
             context.route,
             response.status,
-            time.perf_counter() - started,
+            elapsed,
             context.request_id,
         )
     return response
@@ -91,7 +100,7 @@ async def forward(request: web.Request) -> web.StreamResponse:
     gateway_upstream = request.app[UPSTREAM]
     headers = gateway_upstream.request_headers(request, context.request_id)
     data = request.content if request.body_exists else None
-    async with gateway_upstream.exchange(request.method, request.raw_path, headers, data) as response:
+    async with gateway_upstream.exchange(request.method, request.raw_path, headers, data, context) as response:
         return await upstream.relay(
             request, response, {upstream.X_REQUEST_ID: context.request_id}, context
         )
@@ -105,6 +114,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         )
     for name in METHOD_OVERRIDE_HEADERS:
         if name in request.headers:
+            request[CONTEXT].outcome, request[CONTEXT].reason = "rejected", "method_override"
             raise errors.GatewayError(
                 400, errors.BAD_REQUEST, f"The {name} header is not accepted: send the real method instead."
             )
@@ -126,8 +136,17 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
-def build_app(settings: Settings, *, upstream_url: str | None = None, lifecycle: Lifecycle | None = None) -> web.Application:
-    """The gateway listener's app. ``upstream_url`` overrides settings.upstream.url (embedded emulator)."""
+def build_app(
+    settings: Settings,
+    *,
+    upstream_url: str | None = None,
+    lifecycle: Lifecycle | None = None,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
+    """The gateway listener's app. ``upstream_url`` overrides settings.upstream.url (embedded emulator).
+
+    The metrics go to ``registry`` (None: a new one, with the process collectors).
+    """
     url = upstream_url or settings.upstream.url
     if not url:
         raise ValueError("build_app needs an upstream URL: settings.upstream.url or upstream_url")
@@ -136,6 +155,7 @@ def build_app(settings: Settings, *, upstream_url: str | None = None, lifecycle:
     app[UPSTREAM_URL] = url
     app[LIFECYCLE] = lifecycle or Lifecycle()
     app[RUNTIME] = Runtime(Config.from_settings(settings))
+    app[METRICS] = metrics.Metrics(registry if registry is not None else metrics.process_registry(), settings)
     app.cleanup_ctx.append(_upstream_session)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
@@ -154,7 +174,7 @@ async def _check_upstream(gateway: web.Application) -> tuple[bool, str]:
 
 
 def build_admin_app(gateway: web.Application) -> web.Application:
-    """The admin listener: liveness, readiness (and, later, metrics)."""
+    """The admin listener: liveness, readiness, metrics, the migration report."""
     lifecycle = gateway[LIFECYCLE]
 
     async def healthz(request: web.Request) -> web.Response:
@@ -176,6 +196,8 @@ def build_admin_app(gateway: web.Application) -> web.Application:
     admin = web.Application()
     admin.router.add_get("/healthz", healthz)
     admin.router.add_get("/readyz", readyz)
+    admin.router.add_get("/metrics", metrics.handler(gateway[METRICS]))
+    admin.router.add_get("/deprecations", report.handler(gateway[METRICS].report))
     return admin
 
 

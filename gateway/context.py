@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway.metrics import Metrics
 from gateway.policy import Policy
 from gateway.settings import Settings
 from gateway.upstream import Upstream, UpstreamFailure
@@ -62,6 +63,7 @@ RUNTIME = web.AppKey("runtime", Runtime)
 UPSTREAM = web.AppKey("upstream", Upstream)
 UPSTREAM_URL = web.AppKey("upstream_url", str)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+METRICS = web.AppKey("metrics", Metrics)
 
 
 @dataclass(slots=True)
@@ -70,11 +72,15 @@ class RequestContext:
     route: str  # a bounded label: image_patch, image_data, images, other
     config: Config
     upstream_failure: UpstreamFailure | None = None
+    upstream_seconds: float | None = None  # time IMS took to answer, all exchanges summed
+    response_bytes: int = 0  # body bytes relayed to the client
     # Facts about an image PATCH, for metrics and the migration report (all bounded values).
     shape: str | None = None  # v2.0, v2.1, unsupported
     outcome: str | None = None  # forwarded, rewritten, rejected, conflict, upstream_error
     reason: str | None = None  # why it was rejected: a PatchError reason or forbidden_attribute, too_large, ...
     changes: tuple[Change, ...] = ()
+    mode: str | None = None  # the mode that decided an image PATCH: enforce, observe
+    would_outcome: str | None = None  # observe: what enforce would have done (rejected, rewritten, forwarded)
 
 
 CONTEXT = web.RequestKey("ims_gateway.context", RequestContext)

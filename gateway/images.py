@@ -132,7 +132,7 @@ async def _existing_attributes(request: web.Request, context: RequestContext) ->
                 request, response, {upstream.X_REQUEST_ID: context.request_id}, context
             )
         try:
-            image = json.loads(await response.read())
+            image = json.loads(await upstream.read_whole(response))
         except ValueError:
             image = None
     if not isinstance(image, dict):

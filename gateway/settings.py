@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway import policy
+from gateway import clients, policy
 
 ENV_PREFIX = "IMS_GATEWAY_"
 
@@ -154,6 +154,34 @@ class PolicySettings:
     )
 
 
+def _client_rules(value: tuple[str, ...]) -> str | None:
+    for text in value:
+        try:
+            clients.parse_rule(text)
+        except ValueError as exc:
+            return f"SUBSTRING=LABEL rules, but {exc}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    client_label_cap: int = _setting(
+        50, "most distinct User-Agent product tokens kept as client labels; later ones count as 'other'", _at_least(0)
+    )
+    client_label_map: tuple[str, ...] = _setting(
+        (),
+        "SUBSTRING=LABEL rules: a User-Agent containing SUBSTRING (any case) gets client label LABEL; first match wins",
+        _client_rules,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSettings:
+    max_clients: int = _setting(
+        1000, "most entries kept in the /deprecations migration report; the least recently seen is dropped", _at_least(1)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class LoggingSettings:
     level: str = _setting("info", "debug, info, warning or error", _one_of("debug", "info", "warning", "error"))
@@ -167,6 +195,8 @@ class Settings:
     patch: PatchSettings = field(default_factory=PatchSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
 
 
 # Section name -> its dataclass, in declaration order (annotations are strings here).
@@ -366,8 +396,10 @@ def replace(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
 __all__ = [
     "Address",
     "LoggingSettings",
+    "MetricsSettings",
     "PatchSettings",
     "PolicySettings",
+    "ReportSettings",
     "ServerSettings",
     "Settings",
     "SettingsError",

@@ -163,6 +163,16 @@ class Upstream:
             response.release()
 
 
+async def read_whole(response: aiohttp.ClientResponse) -> bytes:
+    """A whole (small) upstream body, for the gateway itself to read; a failure is an UpstreamError."""
+    try:
+        return await response.read()
+    except UPSTREAM_ERRORS as exc:
+        failure = classify_failure(exc)
+        log.warning("upstream %s while reading an answer: %r", failure.kind, exc)
+        raise UpstreamError(failure) from exc
+
+
 def client_ssl(settings: UpstreamSettings) -> ssl.SSLContext | bool:
     if not settings.verify_tls:
         return False
