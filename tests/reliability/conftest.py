@@ -61,6 +61,8 @@ class GatewayProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self._wait_listening()
+        # Listeners and the event loop's own pipe: what is open with no traffic at all.
+        self.idle_sockets = self.sockets()
 
     def _wait_listening(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
