@@ -126,7 +126,7 @@ async def _existing_attributes(request: web.Request, context: RequestContext) ->
     for name in (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH, hdrs.CONTENT_ENCODING):
         headers.popall(name, None)
     headers[hdrs.ACCEPT] = "application/json"
-    async with gateway_upstream.exchange("GET", request.raw_path, headers, None) as response:
+    async with gateway_upstream.exchange("GET", request.raw_path, headers, None, context) as response:
         if response.status != 200:
             return await upstream.relay(
                 request, response, {upstream.X_REQUEST_ID: context.request_id}, context
@@ -189,5 +189,5 @@ async def patch_image(request: web.Request) -> web.StreamResponse:
         forwarded = body or b""
     headers[hdrs.CONTENT_LENGTH] = str(len(forwarded))
     context.outcome = "rewritten" if rewritten else "forwarded"
-    async with gateway_upstream.exchange("PATCH", request.raw_path, headers, forwarded) as response:
+    async with gateway_upstream.exchange("PATCH", request.raw_path, headers, forwarded, context) as response:
         return await upstream.relay(request, response, {upstream.X_REQUEST_ID: context.request_id}, context)

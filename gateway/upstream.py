@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -141,8 +142,14 @@ class Upstream:
         raw_path: str,
         headers: Mapping[str, str],
         data: bytes | aiohttp.StreamReader | None,
+        context: RequestContext | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send one request upstream; connection and timeout failures become GatewayError."""
+        """Send one request upstream; connection and timeout failures become GatewayError.
+
+        With a ``context``, the time until IMS's response headers is added to its
+        ``upstream_seconds``.
+        """
+        started = time.perf_counter()
         try:
             response = await self.session.request(
                 method,
@@ -157,6 +164,9 @@ class Upstream:
             failure = classify_failure(exc)
             log.warning("upstream %s: %s %s: %r", failure.kind, method, self.base, exc)
             raise UpstreamError(failure) from exc
+        finally:
+            if context is not None:
+                context.upstream_seconds = (context.upstream_seconds or 0.0) + time.perf_counter() - started
         try:
             yield response
         finally:
@@ -215,6 +225,7 @@ async def relay(
     try:
         async for chunk in upstream.content.iter_any():
             await response.write(chunk)
+            context.response_bytes += len(chunk)
     except UPSTREAM_ERRORS as exc:
         transport = request.transport
         if transport is None or transport.is_closing():
