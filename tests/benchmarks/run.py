@@ -30,6 +30,8 @@ from tests.benchmarks.report import FLOOR, GATEWAY, METRICS_OFF, Result
 GIB = 1024**3
 RSS_LIMIT_MIB = 64.0
 METRICS_OFF_ENV = {"IMS_GATEWAY_METRICS_ENABLED": "false"}
+DIRECT = "direct to nginx upstream"
+NGINX = "nginx reverse proxy"
 DOWNLOAD_ID = "bench-download"
 UPLOAD_ID = "bench-upload"
 
@@ -37,6 +39,8 @@ UPLOAD_ID = "bench-upload"
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("rates", "streaming"), help="run one half of the suite")
+    parser.add_argument("--paths", help="comma-separated words: measure only the paths whose name has one (e.g. floor,1 worker)")
+    parser.add_argument("--workloads", help="comma-separated words: measure only the workloads whose name has one (e.g. v2.0,forbidden)")
     parser.add_argument("--quick", action="store_true", help="2 s runs and 256 MiB transfers: check the suite, not the gateway")
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per workload and path (default 10)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
@@ -69,6 +73,7 @@ class Paths:
         self.upstream = upstream
         self.proxies: dict[str, servers.Server] = {}
         self.notes: list[str] = []
+        self.only = ""
 
     def add(self, name: str, starting: Callable[[], servers.Server]) -> None:
         try:
@@ -79,11 +84,11 @@ class Paths:
 
     def measured(self, *, metrics_off: bool = False) -> list[tuple[str, str, servers.Server | None]]:
         """(name, url, proxy server or None for the direct path)."""
-        rows: list[tuple[str, str, servers.Server | None]] = [("direct to nginx upstream", self.upstream.url, None)]
+        rows: list[tuple[str, str, servers.Server | None]] = [(DIRECT, self.upstream.url, None)]
         for name, server in self.proxies.items():
             if name != METRICS_OFF or metrics_off:
                 rows.append((name, server.url, server))
-        return rows
+        return [row for row in rows if _chosen(row[0], self.only)]
 
     def stop(self) -> None:
         for name, server in self.proxies.items():
@@ -96,24 +101,36 @@ class Paths:
 def started(args: argparse.Namespace, workdir: Path, area: servers.Spool) -> Iterator[Paths]:
     upstream = servers.upstream(workdir, area)
     paths = Paths(workdir, upstream)
+    paths.only = args.paths or ""
     try:
-        paths.add("nginx reverse proxy", lambda: servers.nginx_proxy(workdir, upstream))
-        paths.add(FLOOR, lambda: servers.floor(workdir, upstream))
-        paths.add(GATEWAY, lambda: servers.gateway("gateway-1", workdir, upstream))
-        if args.workers > 1:
-            name = f"ims-gateway, {args.workers} workers"
-            paths.add(name, lambda: servers.gateway(f"gateway-{args.workers}", workdir, upstream, workers=args.workers))
-        if args.only != "streaming":
-            paths.add(METRICS_OFF, lambda: servers.gateway("gateway-1-metrics-off", workdir, upstream, env=METRICS_OFF_ENV))
+        workers = f"ims-gateway, {args.workers} workers"
+        wanted = {
+            NGINX: lambda: servers.nginx_proxy(workdir, upstream),
+            FLOOR: lambda: servers.floor(workdir, upstream),
+            GATEWAY: lambda: servers.gateway("gateway-1", workdir, upstream),
+            workers: lambda: servers.gateway(f"gateway-{args.workers}", workdir, upstream, workers=args.workers),
+            METRICS_OFF: lambda: servers.gateway("gateway-1-metrics-off", workdir, upstream, env=METRICS_OFF_ENV),
+        }
+        if args.workers <= 1:
+            del wanted[workers]
+        if args.only == "streaming":
+            del wanted[METRICS_OFF]
+        for name, starting in wanted.items():
+            if _chosen(name, paths.only):
+                paths.add(name, starting)
         yield paths
     finally:
         paths.stop()
         upstream.stop()
 
 
+def _chosen(name: str, only: str) -> bool:
+    return not only or any(word.strip() in name for word in only.split(","))
+
+
 def measure_rates(args: argparse.Namespace, paths: Paths) -> list[Result]:
     samples: dict[tuple[str, str], list[Result]] = {}
-    for call in loads.CALLS:
+    for call in (call for call in loads.CALLS if _chosen(call.name, args.workloads or "")):
         rows = paths.measured(metrics_off=call.name.startswith("PATCH v2"))
         for name, url, _ in rows:
             loads.check_call(url, call, call.expected_status(name))
@@ -136,7 +153,7 @@ def measure_streaming(args: argparse.Namespace, paths: Paths, area: servers.Spoo
     download_path = area.download(DOWNLOAD_ID, size)
     upload_path = f"/v2/images/{UPLOAD_ID}/file"
     source = area.source(size)
-    rows = [row for row in paths.measured() if not only_gateway or row[0] in (GATEWAY, "direct to nginx upstream")]
+    rows = [row for row in paths.measured() if not only_gateway or row[0] in (GATEWAY, DIRECT)]
     results = []
     for direction in ("download", "upload"):
         for name, url, proxy in rows:
