@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway.deprecation import Schedule, Signals, parse_instant, parse_windows, utc_now
 from gateway.metrics import Metrics
 from gateway.policy import Policy
-from gateway.settings import Settings
+from gateway.settings import DeprecationSettings, Settings
 from gateway.upstream import Upstream, UpstreamFailure
 
 if TYPE_CHECKING:
@@ -36,6 +39,7 @@ class Config:
     settings: Settings
     policy: Policy
     generation: int = 0
+    schedule: Schedule = Schedule()
 
     @classmethod
     def from_settings(cls, settings: Settings, generation: int = 0) -> Config:
@@ -47,14 +51,43 @@ class Config:
                 forbidden_prefixes=settings.policy.forbidden_prefixes,
             ),
             generation=generation,
+            schedule=_schedule(settings.deprecation),
         )
+
+
+def _instant(text: str) -> datetime | None:
+    return parse_instant(text) if text else None
+
+
+def _signals(section: DeprecationSettings, shape: str) -> Signals:
+    return Signals(
+        deprecated_at=_instant(getattr(section, f"{shape}_deprecated_at")),
+        sunset_at=_instant(getattr(section, f"{shape}_sunset_at")),
+        documentation=getattr(section, f"{shape}_documentation"),
+        sunset_policy=getattr(section, f"{shape}_sunset_policy"),
+        successor_link=getattr(section, f"{shape}_successor_link"),
+    )
+
+
+def _schedule(section: DeprecationSettings) -> Schedule:
+    return Schedule(
+        v20=_signals(section, "v20"),
+        v21=_signals(section, "v21"),
+        successor_base=section.successor_base.rstrip("/"),
+        v20_brownouts=parse_windows(section.v20_brownouts),
+        v20_refuse_after_sunset=section.v20_refuse_after_sunset,
+        refusal_status=section.refusal_status,
+    )
 
 
 @dataclass(slots=True)
 class Runtime:
-    """The current configuration generation, swapped whole on reload."""
+    """The current configuration generation, swapped whole on reload; the clock; how to reload."""
 
     config: Config
+    clock: Callable[[], datetime] = utc_now
+    # Re-reads the sources the gateway started from (file, environment, flags); None: no reload.
+    load: Callable[[], Settings] | None = None
 
 
 # Settings the app was started with: listeners, upstream session. Not reloadable.
@@ -76,11 +109,12 @@ class RequestContext:
     response_bytes: int = 0  # body bytes relayed to the client
     # Facts about an image PATCH, for metrics and the migration report (all bounded values).
     shape: str | None = None  # v2.0, v2.1, unsupported
-    outcome: str | None = None  # forwarded, rewritten, rejected, conflict, upstream_error
+    outcome: str | None = None  # forwarded, rewritten, rejected, conflict, upstream_error, observed
     reason: str | None = None  # why it was rejected: a PatchError reason or forbidden_attribute, too_large, ...
     changes: tuple[Change, ...] = ()
     mode: str | None = None  # the mode that decided an image PATCH: enforce, observe
     would_outcome: str | None = None  # observe: what enforce would have done (rejected, rewritten, forwarded)
+    upstream_api: str | None = None  # where an image PATCH went: images, cloudimages (successor routing)
 
 
 CONTEXT = web.RequestKey("ims_gateway.context", RequestContext)

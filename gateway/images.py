@@ -1,17 +1,25 @@
-"""PATCH /v2/images/{image_id}: read, check, rewrite, forward. Nothing else lives here."""
+"""PATCH /v2/images/{image_id}: read, check, rewrite, forward. Nothing else lives here.
+
+Two modes decide an image PATCH. ``enforce`` refuses what the policy forbids (and v2.0
+bodies in a brownout or after the sunset) and rewrites or reroutes what passes;
+``observe`` forwards every request as received and only records what enforce would do.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 import aiohttp
 from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway import conflicts, errors, patch, upstream
-from gateway.context import CONTEXT, UPSTREAM, RequestContext
+from gateway import conflicts, deprecation, errors, patch, upstream
+from gateway.context import CONTEXT, RUNTIME, UPSTREAM, RequestContext
 from gateway.policy import Violation
 
 log = logging.getLogger("ims_gateway.patch")
@@ -25,25 +33,47 @@ def _refuse(context: RequestContext, reason: str, error: errors.GatewayError) ->
     return error
 
 
-async def read_body(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None when the request has none (Glance: 'Body expected in request.').
-
-    Never holds more than ``limit`` + one chunk in memory: past the limit the request is
-    refused and the connection closed, the rest of the body unread.
+@dataclass(frozen=True, slots=True)
+class Body:
+    """What was read of a request body: ``data`` is None when the request has none
+    (Glance: 'Body expected in request.'); ``complete`` is false past the limit, where
+    ``data`` is only the part read so far and the rest is still in the request stream.
     """
+
+    data: bytes | None
+    complete: bool = True
+
+
+async def read_body(request: web.Request, limit: int) -> Body:
+    """Read a body of at most ``limit`` bytes; never holds more than ``limit`` + one chunk."""
     if not request.body_exists:
-        return None
+        return Body(None)
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise _too_large(limit)
+        return Body(b"", complete=False)
     chunks = []
     size = 0
     async for chunk in _within_body_timeout(request):
         size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if size > limit:
+            return Body(b"".join(chunks), complete=False)
+    return Body(b"".join(chunks))
+
+
+async def _read(request: web.Request, context: RequestContext) -> Body:
+    try:
+        return await read_body(request, context.config.settings.patch.max_body_bytes)
+    except errors.GatewayError as exc:  # the body did not arrive within server.body_timeout
+        raise _refuse(context, "body_timeout", exc) from None
+
+
+async def _replay(body: Body, rest: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The part of a body already read, then the rest, streamed."""
+    if body.data:
+        yield body.data
+    async for chunk in rest.iter_any():
+        yield chunk
 
 
 def _within_body_timeout(request: web.Request) -> AsyncIterator[bytes]:
@@ -115,6 +145,87 @@ def parse_and_check(request: web.Request, context: RequestContext, body: bytes |
     return parsed
 
 
+def check_media_type(request: web.Request, context: RequestContext) -> patch.Shape:
+    try:
+        shape = patch.shape_of(request.headers.get(hdrs.CONTENT_TYPE))
+    except patch.PatchError as exc:
+        context.shape = "unsupported"
+        raise _refuse(
+            context, exc.reason, errors.GatewayError(415, errors.UNSUPPORTED_MEDIA_TYPE, exc.message, headers=exc.headers)
+        ) from None
+    context.shape = shape.value
+    return shape
+
+
+def check_encoding(request: web.Request, context: RequestContext) -> None:
+    if request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower() not in _IDENTITY:
+        # The gateway must see exactly what the upstream will apply; it does not inflate bodies.
+        raise _refuse(
+            context,
+            "content_encoding",
+            errors.GatewayError(
+                400, errors.BAD_REQUEST, "Compressed PATCH bodies (Content-Encoding) are not accepted: send plain JSON."
+            ),
+        )
+
+
+def check_retirement(request: web.Request, context: RequestContext, now: datetime) -> None:
+    """Refuse a v2.0 body in a brownout window or after the sunset."""
+    schedule = context.config.schedule
+    retirement = schedule.retirement(now) if context.shape == patch.Shape.V20 else None
+    if retirement is not None:
+        message, details = schedule.refusal(retirement, request.raw_path)
+        raise _refuse(
+            context, retirement.kind, errors.GatewayError(schedule.refusal_status, errors.GONE, message, details=details)
+        )
+
+
+def check_size(context: RequestContext, body: Body) -> None:
+    if not body.complete:
+        raise _refuse(context, "too_large", _too_large(context.config.settings.patch.max_body_bytes))
+
+
+def check_request(request: web.Request, context: RequestContext, now: datetime) -> None:
+    """The checks made before the body is read: a retired shape is refused without reading it."""
+    check_media_type(request, context)
+    check_encoding(request, context)
+    check_retirement(request, context, now)
+
+
+def check_body(request: web.Request, context: RequestContext, body: Body) -> patch.Patch:
+    check_size(context, body)
+    return parse_and_check(request, context, body.data)
+
+
+def signal_headers(
+    request: web.Request, context: RequestContext, upstream_headers: CIMultiDictProxy[str] | None = None
+) -> dict[str, str]:
+    """X-Request-Id and the Deprecation/Sunset/Link headers configured for the body's shape.
+
+    Link values the upstream sent are kept ahead of ours.
+    """
+    headers = {upstream.X_REQUEST_ID: context.request_id}
+    signals = context.config.schedule.headers(context.shape, request.raw_path)
+    if "Link" in signals and upstream_headers is not None:
+        theirs = upstream_headers.getall(hdrs.LINK, [])
+        signals["Link"] = ", ".join([*theirs, signals["Link"]])
+    headers.update(signals)
+    return headers
+
+
+async def _send(
+    request: web.Request,
+    context: RequestContext,
+    target: str,
+    headers: CIMultiDict[str],
+    data: bytes | AsyncIterator[bytes] | None,
+) -> web.StreamResponse:
+    gateway_upstream = request.app[UPSTREAM]
+    # aiohttp streams an async iterator as it streams a StreamReader.
+    async with gateway_upstream.exchange("PATCH", target, headers, data, context) as response:  # type: ignore[arg-type]
+        return await upstream.relay(request, response, signal_headers(request, context, response.headers), context)
+
+
 async def _existing_attributes(request: web.Request, context: RequestContext) -> set[str] | web.StreamResponse:
     """The image's attribute names, read with the caller's own credentials.
 
@@ -128,9 +239,7 @@ async def _existing_attributes(request: web.Request, context: RequestContext) ->
     headers[hdrs.ACCEPT] = "application/json"
     async with gateway_upstream.exchange("GET", request.raw_path, headers, None, context) as response:
         if response.status != 200:
-            return await upstream.relay(
-                request, response, {upstream.X_REQUEST_ID: context.request_id}, context
-            )
+            return await upstream.relay(request, response, signal_headers(request, context, response.headers), context)
         try:
             image = json.loads(await upstream.read_whole(response))
         except ValueError:
@@ -144,33 +253,28 @@ async def _existing_attributes(request: web.Request, context: RequestContext) ->
 
 async def patch_image(request: web.Request) -> web.StreamResponse:
     context = request[CONTEXT]
-    settings = context.config.settings
-    content_type = request.headers.get(hdrs.CONTENT_TYPE)
+    context.mode = context.config.settings.patch.mode
+    now = request.app[RUNTIME].clock()
+    decide: Callable[[web.Request, RequestContext, datetime], Awaitable[web.StreamResponse]]
+    decide = observe if context.mode == "observe" else enforce
     try:
-        shape = patch.shape_of(content_type)
-    except patch.PatchError as exc:
-        context.shape = "unsupported"
-        raise _refuse(
-            context, exc.reason, errors.GatewayError(415, errors.UNSUPPORTED_MEDIA_TYPE, exc.message, headers=exc.headers)
-        ) from None
-    context.shape = shape.value
-    if request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower() not in _IDENTITY:
-        # The gateway must see exactly what the upstream will apply; it does not inflate bodies.
-        raise _refuse(
-            context,
-            "content_encoding",
-            errors.GatewayError(
-                400, errors.BAD_REQUEST, "Compressed PATCH bodies (Content-Encoding) are not accepted: send plain JSON."
-            ),
-        )
-    try:
-        body = await read_body(request, settings.patch.max_body_bytes)
+        return await decide(request, context, now)
     except errors.GatewayError as exc:
-        raise _refuse(context, "too_large", exc) from None
-    parsed = parse_and_check(request, context, body)
+        # The gateway's own answers tell the client about the API's retirement too.
+        exc.headers.update(context.config.schedule.headers(context.shape, request.raw_path))
+        raise
 
-    rewritten = parsed.shape is patch.Shape.V20
-    if rewritten and settings.patch.check_add_conflicts and conflicts.needs_check(parsed.changes):
+
+async def enforce(request: web.Request, context: RequestContext, now: datetime) -> web.StreamResponse:
+    settings = context.config.settings
+    check_request(request, context, now)
+    body = await _read(request, context)
+    parsed = check_body(request, context, body)
+
+    successor = deprecation.successor_target(request.raw_path) if settings.patch.successor_routing else None
+    is_v20 = parsed.shape is patch.Shape.V20
+    translated = successor is not None or (is_v20 and settings.patch.rewrite)
+    if is_v20 and translated and settings.patch.check_add_conflicts and conflicts.needs_check(parsed.changes):
         existing = await _existing_attributes(request, context)
         if isinstance(existing, web.StreamResponse):
             context.outcome = "upstream_answer"
@@ -180,14 +284,43 @@ async def patch_image(request: web.Request) -> web.StreamResponse:
             context.outcome = "conflict"
             raise errors.GatewayError(409, errors.CONFLICT, message)
 
-    gateway_upstream = request.app[UPSTREAM]
-    headers = gateway_upstream.request_headers(request, context.request_id)
-    if rewritten:
+    headers = request.app[UPSTREAM].request_headers(request, context.request_id)
+    if successor is not None:
+        forwarded = patch.to_v21_json(parsed.changes)
+        headers[hdrs.CONTENT_TYPE] = deprecation.SUCCESSOR_MEDIA_TYPE
+    elif translated:
         forwarded = patch.to_v21_json(parsed.changes)
         headers[hdrs.CONTENT_TYPE] = patch.V21_MEDIA_TYPE
     else:
-        forwarded = body or b""
+        forwarded = body.data or b""
     headers[hdrs.CONTENT_LENGTH] = str(len(forwarded))
-    context.outcome = "rewritten" if rewritten else "forwarded"
-    async with gateway_upstream.exchange("PATCH", request.raw_path, headers, forwarded, context) as response:
-        return await upstream.relay(request, response, {upstream.X_REQUEST_ID: context.request_id}, context)
+    context.outcome = "rewritten" if is_v20 and translated else "forwarded"
+    context.upstream_api = "images" if successor is None else "cloudimages"
+    return await _send(request, context, successor or request.raw_path, headers, forwarded)
+
+
+async def observe(request: web.Request, context: RequestContext, now: datetime) -> web.StreamResponse:
+    """Forward the request as received; record what enforce would have done with it."""
+    settings = context.config.settings
+    body = await _read(request, context)
+    try:
+        check_request(request, context, now)
+        parsed = check_body(request, context, body)
+    except errors.GatewayError:
+        context.would_outcome = "rejected"
+    else:
+        rewrite = parsed.shape is patch.Shape.V20 and settings.patch.rewrite
+        context.would_outcome = "rewritten" if rewrite else "forwarded"
+    context.outcome = "observed"
+    context.upstream_api = "images"
+    if context.would_outcome != "forwarded":
+        log.info(
+            "observe mode: %s %s body would have been %s%s",
+            context.request_id,
+            context.shape,
+            context.would_outcome,
+            f" ({context.reason})" if context.reason else "",
+        )
+    headers = request.app[UPSTREAM].request_headers(request, context.request_id)
+    data = body.data if body.complete else _replay(body, request.content)
+    return await _send(request, context, request.raw_path, headers, data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway import clients, policy
+from gateway import clients, deprecation, policy
 
 ENV_PREFIX = "IMS_GATEWAY_"
 
@@ -139,6 +140,77 @@ class PatchSettings:
     check_add_conflicts: bool = _setting(
         True, "before forwarding a rewritten v2.0 'add', read the image and answer 409 where Glance would"
     )
+    mode: str = _setting(
+        "enforce",
+        "enforce: refuse what the policy forbids; observe: forward every PATCH as received, log and count what enforce would do",
+        _one_of("enforce", "observe"),
+    )
+    rewrite: bool = _setting(True, "in enforce mode, rewrite v2.0 bodies to v2.1 (false: forward them to IMS as v2.0, unchanged)")
+    successor_routing: bool = _setting(
+        False, "forward accepted PATCH /v2/images/{id} to IMS's successor API PATCH /v2/cloudimages/{id} (v2.1 items, JSON)"
+    )
+
+
+def _instant_or_empty(value: str) -> str | None:
+    if value == "":
+        return None
+    try:
+        deprecation.parse_instant(value)
+    except ValueError as exc:
+        return f"{exc} (or empty)"
+    return None
+
+
+def _windows(value: tuple[str, ...]) -> str | None:
+    try:
+        deprecation.parse_windows(value)
+    except ValueError as exc:
+        return f"{deprecation.WINDOW_FORMAT}; {exc}"
+    return None
+
+
+def _link_url_or_empty(value: str) -> str | None:
+    parts = urlsplit(value)
+    # The value goes into a Link header between < and >: no spaces, quotes or brackets.
+    if value == "" or parts.scheme in ("http", "https") and parts.hostname and re.fullmatch(r"[!#-;=?-~]+", value):
+        return None
+    return "an absolute http:// or https:// URL without spaces, quotes or <> (or empty)"
+
+
+def _error_status(value: int) -> str | None:
+    return None if 400 <= value <= 599 else "an HTTP status from 400 to 599"
+
+
+@dataclass(frozen=True, slots=True)
+class DeprecationSettings:
+    v20_deprecated_at: str = _setting(
+        "", 'Deprecation header on v2.0-shaped PATCH responses: RFC 3339 UTC, e.g. "2023-06-30T23:59:59Z" (empty: none)', _instant_or_empty
+    )
+    v20_sunset_at: str = _setting(
+        "", "Sunset header on v2.0-shaped PATCH responses, not before v20_deprecated_at; v2.0 is refused from then on (empty: none)", _instant_or_empty
+    )
+    v20_documentation: str = _setting(
+        "", 'migration guide URL: Link rel="deprecation" on v2.0-shaped responses, and quoted in brownout/sunset refusals', _link_url_or_empty
+    )
+    v20_sunset_policy: str = _setting("", 'sunset policy URL: Link rel="sunset" on v2.0-shaped responses (empty: none)', _link_url_or_empty)
+    v20_successor_link: bool = _setting(False, 'Link rel="successor-version" to /v2/cloudimages/{id} on v2.0-shaped responses')
+    v21_deprecated_at: str = _setting(
+        "", "Deprecation header on every other PATCH /v2/images/{id} response (v2.1 and unrecognised bodies) (empty: none)", _instant_or_empty
+    )
+    v21_sunset_at: str = _setting(
+        "", "Sunset header on those responses, not before v21_deprecated_at; informational only, nothing is refused (empty: none)", _instant_or_empty
+    )
+    v21_documentation: str = _setting("", 'migration guide URL: Link rel="deprecation" on those responses (empty: none)', _link_url_or_empty)
+    v21_sunset_policy: str = _setting("", 'sunset policy URL: Link rel="sunset" on those responses (empty: none)', _link_url_or_empty)
+    v21_successor_link: bool = _setting(False, 'Link rel="successor-version" to /v2/cloudimages/{id} on those responses')
+    successor_base: str = _setting(
+        "", "base URL of the successor-version link (empty: the relative /v2/cloudimages/{id}, which the gateway forwards too)", _link_url_or_empty
+    )
+    v20_brownouts: tuple[str, ...] = _setting(
+        (), 'UTC windows "START/END", in order, during which v2.0 bodies are refused, e.g. ["2024-05-02T09:00:00Z/2024-05-02T10:00:00Z"]', _windows
+    )
+    v20_refuse_after_sunset: bool = _setting(True, "refuse v2.0 bodies from v20_sunset_at on (false: keep accepting them)")
+    refusal_status: int = _setting(410, "HTTP status of a brownout or post-sunset refusal", _error_status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +265,7 @@ class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     patch: PatchSettings = field(default_factory=PatchSettings)
+    deprecation: DeprecationSettings = field(default_factory=DeprecationSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
@@ -321,6 +394,27 @@ def _cross_checks(settings: Settings) -> list[str]:
     for name in settings.policy.allowed_system_attributes:
         if name in settings.policy.forbidden_attributes:
             problems.append(f"policy.allowed_system_attributes: {name!r} is also in policy.forbidden_attributes")
+    return problems + _mode_checks(settings.patch) + _deprecation_checks(settings.deprecation)
+
+
+def _mode_checks(patch: PatchSettings) -> list[str]:
+    problems = []
+    if patch.successor_routing and patch.mode != "enforce":
+        problems.append('patch.successor_routing: needs patch.mode = "enforce"; observe forwards every PATCH as received')
+    if patch.successor_routing and not patch.rewrite:
+        problems.append("patch.rewrite: must be true with patch.successor_routing; the successor API takes only v2.1 items")
+    return problems
+
+
+def _deprecation_checks(section: DeprecationSettings) -> list[str]:
+    problems = []
+    for shape in ("v20", "v21"):
+        deprecated, sunset = getattr(section, f"{shape}_deprecated_at"), getattr(section, f"{shape}_sunset_at")
+        if deprecated and sunset and deprecation.parse_instant(sunset) < deprecation.parse_instant(deprecated):
+            problems.append(
+                f"deprecation.{shape}_sunset_at: {sunset} is before deprecation.{shape}_deprecated_at ({deprecated}); "
+                "a resource cannot be sunset before it is deprecated"
+            )
     return problems
 
 
@@ -395,6 +489,7 @@ def replace(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
 
 __all__ = [
     "Address",
+    "DeprecationSettings",
     "LoggingSettings",
     "MetricsSettings",
     "PatchSettings",
