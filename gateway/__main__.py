@@ -9,11 +9,11 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from gateway import __version__, settings as settings_module
+from gateway import __version__, reload, settings as settings_module
 from gateway.app import build_admin_app, build_app, runner_options
 from gateway.context import Lifecycle
 from gateway.server import GatewayRunner
@@ -82,7 +82,8 @@ def _bound(runner: web.AppRunner) -> str:
     return ", ".join(str(Address(*sock.getsockname()[:2])) for site in runner.sites for sock in site._server.sockets)  # type: ignore[union-attr]
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, load: Callable[[], Settings] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; SIGHUP (or POST /reload on the admin listener) re-runs ``load``."""
     from gateway.emulator import start_emulator
 
     url = settings.upstream.url
@@ -95,7 +96,7 @@ async def serve(settings: Settings) -> int:
             url,
         )
     lifecycle = Lifecycle()
-    gateway = build_app(settings, upstream_url=url, lifecycle=lifecycle)
+    gateway = build_app(settings, upstream_url=url, lifecycle=lifecycle, load=load)
     runner = GatewayRunner(gateway, shutdown_timeout=settings.server.drain_timeout, **runner_options(settings))
     admin_runner = web.AppRunner(build_admin_app(gateway), access_log=None)
     await runner.setup()
@@ -130,6 +131,7 @@ async def serve(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, reload.reload, gateway)
     await stop.wait()
     await asyncio.sleep(settings.server.drain_delay)
     await runner.cleanup()
@@ -173,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ims-gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.logging.level, settings.logging.access_log)
-    return asyncio.run(serve(settings))
+    # A reload re-reads the same file, environment and flags.
+    return asyncio.run(serve(settings, load=lambda: load_settings(args)))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway import errors, images, metrics, report, server, upstream
+from gateway import errors, images, metrics, reload, report, server, upstream
 from gateway.context import (
     CONTEXT,
     LIFECYCLE,
@@ -25,6 +26,7 @@ from gateway.context import (
     RequestContext,
     Runtime,
 )
+from gateway.deprecation import utc_now
 from gateway.routes import Route, classify
 from gateway.settings import Settings
 
@@ -141,11 +143,15 @@ def build_app(
     *,
     upstream_url: str | None = None,
     lifecycle: Lifecycle | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    load: Callable[[], Settings] | None = None,
     registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """The gateway listener's app. ``upstream_url`` overrides settings.upstream.url (embedded emulator).
 
-    The metrics go to ``registry`` (None: a new one, with the process collectors).
+    ``clock`` is what brownout windows and the sunset are compared with; ``load`` re-reads
+    the configuration sources for a reload (None: reloads are refused). The metrics go to
+    ``registry`` (None: a new one, with the process collectors).
     """
     url = upstream_url or settings.upstream.url
     if not url:
@@ -154,7 +160,7 @@ def build_app(
     app[SETTINGS] = settings
     app[UPSTREAM_URL] = url
     app[LIFECYCLE] = lifecycle or Lifecycle()
-    app[RUNTIME] = Runtime(Config.from_settings(settings))
+    app[RUNTIME] = Runtime(Config.from_settings(settings), clock=clock, load=load)
     app[METRICS] = metrics.Metrics(registry if registry is not None else metrics.process_registry(), settings)
     app.cleanup_ctx.append(_upstream_session)
     app.router.add_route("*", "/{tail:.*}", dispatch)
@@ -174,7 +180,7 @@ async def _check_upstream(gateway: web.Application) -> tuple[bool, str]:
 
 
 def build_admin_app(gateway: web.Application) -> web.Application:
-    """The admin listener: liveness, readiness, metrics, the migration report."""
+    """The admin listener: liveness, readiness, metrics, the migration report, reload."""
     lifecycle = gateway[LIFECYCLE]
 
     async def healthz(request: web.Request) -> web.Response:
@@ -198,6 +204,7 @@ def build_admin_app(gateway: web.Application) -> web.Application:
     admin.router.add_get("/readyz", readyz)
     admin.router.add_get("/metrics", metrics.handler(gateway[METRICS]))
     admin.router.add_get("/deprecations", report.handler(gateway[METRICS].report))
+    admin.router.add_post("/reload", reload.endpoint(gateway))
     return admin
 
 
