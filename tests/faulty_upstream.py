@@ -231,7 +231,12 @@ class FaultyUpstream:
         writer = connection.writer
         name, _, argument = received.fault.partition(":")
         if name == "slow":
-            await asyncio.sleep(float(argument))
+            try:
+                # Sleeping, but noticing a peer that goes away meanwhile.
+                if not await asyncio.wait_for(connection.reader.read(1), float(argument)):
+                    raise PeerGone
+            except TimeoutError:
+                pass
             name = "ok"
         if name == "ok":
             await self._respond(writer, 200, _ok_body(received))
