@@ -279,7 +279,7 @@ async def enforce(request: web.Request, context: RequestContext, now: datetime) 
         if isinstance(existing, web.StreamResponse):
             context.outcome = "upstream_answer"
             return existing
-        message = conflicts.first_add_conflict(parsed.changes, existing, settings.policy.allowed_system_attributes)
+        message = conflicts.first_add_conflict(parsed.changes, existing)
         if message:
             context.outcome = "conflict"
             raise errors.GatewayError(409, errors.CONFLICT, message)
