@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
 from gateway.app import build_app
-from gateway.context import METRICS, Config, RequestContext
+from gateway.context import METRICS, RUNTIME, Config, RequestContext
 from gateway.emulator import build_emulator_app
 from gateway.metrics import (
     ATTRIBUTE_CLASSES,
@@ -575,3 +575,29 @@ async def test_label_sets_stay_bounded_under_adversarial_traffic(
     assert not any(image_id in text for image_id in image_ids)
     assert "tok-" not in text
     assert "attr_" not in text
+
+
+async def test_reloaded_label_rules_and_report_bound_apply_to_the_next_patch(
+    proxied: Gateway, http: aiohttp.ClientSession
+) -> None:
+    async def patch(user_agent: str, project: str) -> None:
+        headers = {"Content-Type": V21, "User-Agent": user_agent, "X-Project-Id": project}
+        async with http.patch(proxied.url + "/v2/images/abc", data=RENAME_V21, headers=headers) as response:
+            assert response.status == 200
+
+    for project in ("p1", "p2", "p3"):
+        await patch("HashiCorp Terraform/1.5.7 terraform-provider-huaweicloud/1.60", project)
+    runtime = proxied.app[RUNTIME]
+    reloaded = make_settings(
+        upstream={"url": "http://unused.example"},
+        metrics={"client_label_map": ["terraform-provider-huaweicloud=terraform"]},
+        report={"max_clients": 2},
+    )
+    runtime.config = Config.from_settings(reloaded, generation=1)
+    await patch("HashiCorp Terraform/1.5.7 terraform-provider-huaweicloud/1.60", "p4")
+    client_calls = "ims_gateway_deprecated_client_calls_total"
+    assert value(proxied, client_calls, client="hashicorp", shape="v2.1") == 3
+    assert value(proxied, client_calls, client="terraform", shape="v2.1") == 1
+    report = proxied.app[METRICS].report
+    assert [(e.client, e.project_id) for e in report.entries()] == [("terraform", "p4"), ("hashicorp", "p3")]
+    assert report.evicted == 2
