@@ -217,6 +217,30 @@ def test_every_reason_the_gateway_sets_is_a_known_label() -> None:
     assert set(REJECTION_REASONS) - reachable == {"read_only", "reserved", "brownout", "sunset", "other"}
 
 
+async def test_observe_mode_counts_what_enforce_would_have_done(
+    emulator_url: str, make_gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    stack = Stack(await make_gateway(emulator_url, patch={"mode": "observe"}), emulator_url, http)
+    image_id = await stack.image()
+    await stack.patch(image_id, V21, FORBIDDEN_V21)
+    await stack.patch(image_id, V20, RENAME_V20)
+    gateway = stack.gateway
+    calls = "ims_gateway_deprecated_calls_total"
+    assert value(gateway, calls, shape="v2.1", outcome="rejected", mode="observe") == 1
+    assert value(gateway, calls, shape="v2.0", outcome="rewritten", mode="observe") == 1
+    assert total(gateway, calls) == 2
+    assert value(gateway, "ims_gateway_deprecated_rejections_total", shape="v2.1", reason="forbidden_attribute", mode="observe") == 1
+
+
+async def test_a_brownout_refusal_is_counted_with_its_reason(
+    emulator_url: str, make_gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    window = "2000-01-01T00:00:00Z/2999-01-01T00:00:00Z"
+    stack = Stack(await make_gateway(emulator_url, deprecation={"v20_brownouts": [window]}), emulator_url, http)
+    assert await stack.patch(await stack.image(), V20, RENAME_V20) == 410
+    assert value(stack.gateway, "ims_gateway_deprecated_rejections_total", shape="v2.0", reason="brownout", mode="enforce") == 1
+
+
 # -- operations ------------------------------------------------------------------------
 
 
