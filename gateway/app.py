@@ -60,8 +60,9 @@ async def gateway_errors(request: web.Request, handler: Handler) -> web.StreamRe
         config=request.app[RUNTIME].config,
     )
     request[CONTEXT] = context
-    gateway_metrics = request.app[METRICS]
-    gateway_metrics.request_started(context)
+    gateway_metrics = request.app[METRICS] if context.config.settings.metrics.enabled else None
+    if gateway_metrics is not None:
+        gateway_metrics.request_started(context)
     started = time.perf_counter()
     try:
         response = await handler(request)
@@ -77,12 +78,14 @@ async def gateway_errors(request: web.Request, handler: Handler) -> web.StreamRe
             exc.status, f"IMSGW.0{exc.status}", exc.reason, request_id=context.request_id
         )
     except BaseException as exc:
-        gateway_metrics.request_aborted(request, context, exc, time.perf_counter() - started)
+        if gateway_metrics is not None:
+            gateway_metrics.request_aborted(request, context, exc, time.perf_counter() - started)
         raise
     if not response.prepared:
         response.headers[upstream.X_REQUEST_ID] = context.request_id
     elapsed = time.perf_counter() - started
-    gateway_metrics.observe(request, context, response, elapsed)
+    if gateway_metrics is not None:
+        gateway_metrics.observe(request, context, response, elapsed)
     if access_log.isEnabledFor(logging.INFO):
         access_log.info(
             "%s %s %s %d %.6f %s",

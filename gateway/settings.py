@@ -119,6 +119,9 @@ class ServerSettings:
         30.0, "seconds a client has to send a whole PATCH /v2/images/{id} body (then 408, closed)", _positive
     )
     keepalive_timeout: float = _setting(75.0, "seconds an idle client connection is kept open waiting for its next request", _positive)
+    workers: int = _setting(
+        1, "processes serving both listeners (more than 1 needs upstream.url; --workers overrides)", _at_least(1)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +240,9 @@ def _client_rules(value: tuple[str, ...]) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
+    enabled: bool = _setting(
+        True, "count requests in the metrics and the /deprecations report (false only to measure what they cost)"
+    )
     client_label_cap: int = _setting(
         50, "most distinct User-Agent product tokens kept as client labels; later ones count as 'other'", _at_least(0)
     )
@@ -389,6 +395,8 @@ def _cross_checks(settings: Settings) -> list[str]:
         problems.append("server.tls_cert and server.tls_key: set both (HTTPS) or neither (HTTP)")
     if upstream.client_key and not upstream.client_cert:
         problems.append("upstream.client_key: set only together with upstream.client_cert")
+    if server.workers > 1 and not upstream.url:
+        problems.append("server.workers: more than 1 needs upstream.url; the built-in emulator keeps images in one process")
     if server.listen == server.admin_listen and server.listen.port != 0:
         problems.append(f"server.admin_listen: {server.admin_listen} is also server.listen; use another port")
     for name in settings.policy.allowed_system_attributes:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import workers
+from gateway import settings as settings_module, workers
 from tests.conftest import make_settings
 
 # A stand-in worker: records its start, optionally dies at once the first time, and on
@@ -135,3 +135,16 @@ def test_a_dead_workers_live_gauges_are_dropped_and_its_counters_kept(tmp_path: 
         (tmp_path / name).write_bytes(b"")
     workers.mark_dead(tmp_path, 7)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_7.db", "gauge_livesum_8.db", "gauge_max_7.db"]
+
+
+@pytest.mark.parametrize(
+    ("server", "upstream", "problem"),
+    [
+        ({"workers": 2}, {}, "server.workers: more than 1 needs upstream.url"),
+        ({"workers": 0}, {"url": "http://ims"}, "server.workers: 0 is not allowed: expected a whole number >= 1"),
+    ],
+)
+def test_workers_setting_problems_are_named(server: dict[str, int], upstream: dict[str, str], problem: str) -> None:
+    with pytest.raises(settings_module.SettingsError) as caught:
+        settings_module.build({"server": server, "upstream": upstream})
+    assert any(line.startswith(problem) for line in caught.value.problems)
