@@ -7,11 +7,15 @@ User-Agent. Anything outside a set is counted as ``other``.
 The middleware calls ``request_started`` and then ``observe`` (or ``request_aborted``)
 once per request; label children are bound once and kept, because this runs on every
 request.
+
+With PROMETHEUS_MULTIPROC_DIR set (``serve --workers N``) every worker writes its values
+there and /metrics adds up all of them; the gauges say how (``multiprocess_mode``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -25,11 +29,11 @@ from prometheus_client import (
     GCCollector,
     Gauge,
     Histogram,
-    Info,
     PlatformCollector,
     ProcessCollector,
 )
 from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.metrics import MetricWrapperBase
 
 from gateway import __version__, clients, patch, report
@@ -92,13 +96,34 @@ _REASONS: Final = frozenset(REJECTION_REASONS)
 _STATUS_CLASS_OF: Final = {n: f"{n}xx" for n in range(1, 6)}
 
 
+MULTIPROC_DIR: Final = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _multiprocess() -> bool:
+    # prometheus-client itself decides on this variable, once, at import.
+    return bool(os.environ.get(MULTIPROC_DIR))
+
+
 def process_registry() -> CollectorRegistry:
-    """A new registry with the process, platform and GC collectors (memory, CPU, file descriptors)."""
+    """A new registry with the process, platform and GC collectors (memory, CPU, file descriptors).
+
+    With several workers these would describe only the one answering the scrape: left out.
+    """
     registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
+    if not _multiprocess():
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     return registry
+
+
+def exposition_registry(registry: CollectorRegistry) -> CollectorRegistry:
+    """What /metrics serves: ``registry``, or with several workers the sum of all of them."""
+    if not _multiprocess():
+        return registry
+    combined = CollectorRegistry()
+    MultiProcessCollector(combined)
+    return combined
 
 
 def status_class(status: int) -> str:
@@ -134,6 +159,7 @@ class Metrics:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.registry = registry
+        self.exposition = exposition_registry(registry)
         self.clock = clock
         self._metrics_settings: MetricsSettings = settings.metrics
         self._report_settings: ReportSettings = settings.report
@@ -143,9 +169,11 @@ class Metrics:
         def name(text: str) -> str:
             return PREFIX + text
 
-        Info(name("build"), "The running ims-gateway.", registry=registry).info(
-            {"version": __version__, "python": platform.python_version()}
-        )
+        # A gauge rather than an Info: an Info is not shared between workers.
+        Gauge(
+            name("build_info"), "The running ims-gateway: always 1.", ("version", "python"),
+            registry=registry, multiprocess_mode="livemax",
+        ).labels(__version__, platform.python_version()).set(1)
         self.requests = Counter(
             name("requests_total"),
             "Requests answered, by method (the usual ones, else other), route class and status class.",
@@ -174,7 +202,8 @@ class Metrics:
             name("response_body_bytes_total"), "Response body bytes sent to clients.", ("route",), registry=registry
         )
         self.in_flight = Gauge(
-            name("requests_in_flight"), "Requests being answered now.", ("route",), registry=registry
+            name("requests_in_flight"), "Requests being answered now.", ("route",),
+            registry=registry, multiprocess_mode="livesum",
         )
         self.upstream_errors = Counter(
             name("upstream_errors_total"),
@@ -211,8 +240,9 @@ class Metrics:
         )
         self.config_last_reload_successful = Gauge(
             name("config_last_reload_successful"),
-            "1 when the last configuration reload succeeded (or none was tried), else 0.",
+            "1 when the last configuration reload succeeded (or none was tried), else 0 (any worker).",
             registry=registry,
+            multiprocess_mode="livemin",
         )
         self.config_last_reload_successful.set(1)
         self._bind()
@@ -362,5 +392,5 @@ def _outcome(context: RequestContext, status_label: str) -> str:
 
 
 def handler(metrics: Metrics) -> Handler:
-    """/metrics: prometheus-client's own aiohttp exposition of this registry."""
-    return make_aiohttp_handler(registry=metrics.registry)
+    """/metrics: prometheus-client's own aiohttp exposition."""
+    return make_aiohttp_handler(registry=metrics.exposition)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import platform
 import re
 import socket
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -517,6 +521,43 @@ async def test_openmetrics_is_served_when_asked_for(proxied: Gateway, http: aioh
         assert gzip.decompress(await response.read()).decode().rstrip().endswith("# EOF")
 
 
+WORKER = """
+import sys
+from prometheus_client import generate_latest
+from gateway.metrics import Metrics, process_registry
+from gateway.settings import Settings
+
+metrics = Metrics(process_registry(), Settings())
+for _ in range(int(sys.argv[1])):
+    metrics.config_reloaded(ok=True)
+if sys.argv[2] == "scrape":
+    sys.stdout.write(generate_latest(metrics.exposition).decode())
+"""
+
+
+def test_with_several_workers_metrics_add_up_across_processes(tmp_path: Path) -> None:
+    environ = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    root = Path(__file__).resolve().parent.parent
+
+    def worker(reloads: int, then: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", WORKER, str(reloads), then], env=environ, cwd=root, capture_output=True, text=True, check=True
+        )
+        return run.stdout
+
+    worker(2, "exit")
+    worker(3, "exit")
+    scraped = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(worker(0, "scrape"))
+        for sample in family.samples
+    }
+    assert scraped[("ims_gateway_config_reloads_total", (("result", "success"),))] == 5
+    build = (("python", platform.python_version()), ("version", __version__))
+    assert scraped[("ims_gateway_build_info", build)] == 1
+    assert not any(name.startswith("process_") for name, _ in scraped)
+
+
 def test_build_app_uses_the_registry_it_is_given() -> None:
     registry = CollectorRegistry()
     app = build_app(make_settings(upstream={"url": "http://127.0.0.1:1"}), registry=registry)
@@ -541,6 +582,8 @@ KNOWN_LABEL_VALUES = {
     "kind": set(UPSTREAM_ERROR_KINDS),
     "stage": set(UPSTREAM_ERROR_STAGES),
     "result": {"success", "failure"},
+    "version": {__version__},
+    "python": {platform.python_version()},
 }
 
 
@@ -557,7 +600,7 @@ def series_and_clients(gateway: Gateway) -> tuple[int, set[str]]:
             for name, label in sample.labels.items():
                 if name == "client":
                     clients.add(label)
-                elif name != "le" and family.name != "ims_gateway_build":
+                elif name != "le":
                     assert label in KNOWN_LABEL_VALUES[name], (family.name, name, label)
     return series, clients
 
