@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -288,7 +288,7 @@ def render_html(report: MigrationReport) -> str:
     )
 
 
-def handler(report: MigrationReport) -> Callable[[web.Request], Any]:
+def handler(report: MigrationReport) -> Callable[[web.Request], Awaitable[web.Response]]:
     """The admin listener's /deprecations: JSON, or HTML for a client that prefers it."""
 
     async def deprecations(request: web.Request) -> web.Response:
