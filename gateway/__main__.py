@@ -7,13 +7,14 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from gateway import __version__, reload, settings as settings_module
+from gateway import __version__, reload, settings as settings_module, workers
 from gateway.app import build_admin_app, build_app, runner_options
 from gateway.context import Lifecycle
 from gateway.server import GatewayRunner
@@ -32,6 +33,12 @@ def _address(text: str) -> str:
     return text
 
 
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="ims-gateway",
@@ -45,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--upstream", metavar="URL", help="IMS base URL (overrides upstream.url); none: built-in emulator")
     serve.add_argument("--listen", metavar="HOST:PORT", type=_address, help="overrides server.listen")
     serve.add_argument("--admin-listen", metavar="HOST:PORT", type=_address, help="overrides server.admin_listen")
+    serve.add_argument("--workers", metavar="N", type=_count, help="processes sharing the listeners (overrides server.workers)")
+    # Set by the supervisor on the workers it starts: serve these sockets (gateway, admin).
+    serve.add_argument(workers.INHERIT_FLAG, metavar="FD,FD", help=argparse.SUPPRESS)
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", metavar="FILE")
@@ -55,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
-    server = {key: value for key, value in (("listen", args.listen), ("admin_listen", args.admin_listen)) if value}
+    flags = (("listen", args.listen), ("admin_listen", args.admin_listen), ("workers", args.workers))
+    server = {key: value for key, value in flags if value}
     upstream = {"url": args.upstream} if args.upstream is not None else {}
     return {name: table for name, table in (("server", server), ("upstream", upstream)) if table}
 
@@ -82,8 +93,15 @@ def _bound(runner: web.AppRunner) -> str:
     return ", ".join(str(Address(*sock.getsockname()[:2])) for site in runner.sites for sock in site._server.sockets)  # type: ignore[union-attr]
 
 
-async def serve(settings: Settings, load: Callable[[], Settings] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; SIGHUP (or POST /reload on the admin listener) re-runs ``load``."""
+async def serve(
+    settings: Settings,
+    load: Callable[[], Settings] | None = None,
+    sockets: tuple[socket.socket, socket.socket] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; SIGHUP (or POST /reload on the admin listener) re-runs ``load``.
+
+    ``sockets`` (gateway, admin) are a worker's listeners, inherited from the supervisor.
+    """
     from gateway.emulator import start_emulator
 
     url = settings.upstream.url
@@ -102,8 +120,12 @@ async def serve(settings: Settings, load: Callable[[], Settings] | None = None) 
     await runner.setup()
     await admin_runner.setup()
     listen, admin = settings.server.listen, settings.server.admin_listen
-    await web.TCPSite(runner, listen.host, listen.port, ssl_context=server_ssl(settings)).start()
-    await web.TCPSite(admin_runner, admin.host, admin.port).start()
+    if sockets is None:
+        await web.TCPSite(runner, listen.host, listen.port, ssl_context=server_ssl(settings)).start()
+        await web.TCPSite(admin_runner, admin.host, admin.port).start()
+    else:
+        await web.SockSite(runner, sockets[0], ssl_context=server_ssl(settings)).start()
+        await web.SockSite(admin_runner, sockets[1]).start()
     scheme = "https" if settings.server.tls_cert else "http"
     log.info(
         "ims-gateway %s listening on %s://%s (admin on http://%s), forwarding to %s",
@@ -132,7 +154,10 @@ async def serve(settings: Settings, load: Callable[[], Settings] | None = None) 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, reload.reload, gateway)
+    watching = asyncio.ensure_future(workers.watch_parent(lambda: on_signal(signal.SIGTERM))) if sockets else None
     await stop.wait()
+    if watching is not None:
+        watching.cancel()
     await asyncio.sleep(settings.server.drain_delay)
     await runner.cleanup()
     await admin_runner.cleanup()
@@ -175,8 +200,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ims-gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.logging.level, settings.logging.access_log)
+    inherited = args.inherit_sockets
+    if settings.server.workers > 1 and inherited is None:
+        return workers.supervise(settings, worker_command(args), settings.server.workers)
+    sockets = workers.inherited(inherited) if inherited else None
     # A reload re-reads the same file, environment and flags.
-    return asyncio.run(serve(settings, load=lambda: load_settings(args)))
+    return asyncio.run(serve(settings, load=lambda: load_settings(args), sockets=sockets))
+
+
+def worker_command(args: argparse.Namespace) -> list[str]:
+    """The same program with the same file and flags (the environment is inherited too)."""
+    command = [sys.executable, "-m", "gateway", "serve"]
+    for flag, value in (("--config", args.config), ("--upstream", args.upstream), ("--listen", args.listen), ("--admin-listen", args.admin_listen)):
+        if value is not None:
+            command += [flag, value]
+    return command
 
 
 if __name__ == "__main__":

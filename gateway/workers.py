@@ -177,7 +177,7 @@ class Supervisor:
         if not self.workers:
             return
         server = self.settings.server
-        budget = server.drain_timeout + getattr(server, "drain_delay", 0.0) + EXIT_GRACE
+        budget = server.drain_delay + server.drain_timeout + EXIT_GRACE
         done, late = await asyncio.wait(self.workers, timeout=budget)
         for waiting in late:
             log.error("worker %d did not finish draining in %.0f s: killed", self.workers[waiting].pid, budget)
