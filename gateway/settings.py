@@ -92,6 +92,9 @@ def _upstream_url(value: str) -> str | None:
             parts.port
         except ValueError:
             return "an http:// or https:// URL with a valid port"
+        if "@" in parts.netloc:
+            # They would be logged with the URL and sent to IMS as Basic auth on every request.
+            return "a URL without credentials (user:password@); clients send their own X-Auth-Token"
         return None
     return "an http:// or https:// URL with a host and no query (or empty: the built-in emulator)"
 
@@ -347,8 +350,12 @@ def _from_text(kind: Any, text: str) -> Any:
     return text
 
 
+_USERINFO = re.compile(r"(?<=://)[^/?#]*@")
+
+
 def _show(value: Any) -> str:
-    return repr(value) if not isinstance(value, str) else f'"{value}"'
+    """A value for an error message; a URL's credentials are never repeated."""
+    return repr(value) if not isinstance(value, str) else '"' + _USERINFO.sub("***@", value) + '"'
 
 
 def build(raw: Mapping[str, Any], source: str = "") -> Settings:
