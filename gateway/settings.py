@@ -130,7 +130,9 @@ class ServerSettings:
 @dataclass(frozen=True, slots=True)
 class UpstreamSettings:
     url: str = _setting("", "IMS base URL, e.g. https://ims.ap-southeast-1.myhuaweicloud.com (empty: start the built-in emulator)", _upstream_url)
-    connect_timeout: float = _setting(10.0, "seconds to establish a connection to IMS (then 504)", _positive)
+    connect_timeout: float = _setting(
+        10.0, "seconds to get a connection to IMS, waiting for a free one of pool_size included (then 504)", _positive
+    )
     read_timeout: float = _setting(300.0, "seconds of silence allowed while waiting for IMS to send (then 504); no limit on a whole transfer", _positive)
     pool_size: int = _setting(100, "most connections open to IMS at once", _at_least(1))
     ca_file: str = _setting("", "PEM CA bundle to verify IMS with (empty: the system's CA store)", _readable_file_or_empty)

@@ -90,6 +90,10 @@ def classify_failure(exc: BaseException) -> UpstreamFailure:
         return UpstreamFailure("tls", 502, "The TLS handshake with the upstream failed.")
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamFailure("refused", 502, "The upstream refused the connection or could not be reached.")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamFailure(
+            "timeout", 504, "No connection to the upstream in time: it did not accept one, or the pool was busy."
+        )
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamFailure("timeout", 504, "The upstream did not answer in time.")
     return UpstreamFailure("reset", 502, "The upstream closed the connection before answering.")
@@ -195,7 +199,9 @@ def client_ssl(settings: UpstreamSettings) -> ssl.SSLContext | bool:
 def create_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=settings.pool_size, limit_per_host=0, ssl=client_ssl(settings))
     timeout = aiohttp.ClientTimeout(
-        total=None, connect=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+        # connect bounds the wait for a free pooled connection too: with every one busy
+        # (slow downloads), a request gets a 504 instead of waiting for ever.
+        total=None, connect=settings.connect_timeout, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
     )
     return aiohttp.ClientSession(
         connector=connector,
