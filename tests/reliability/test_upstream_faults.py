@@ -10,7 +10,7 @@ import pytest
 
 from gateway.patch import V20_MEDIA_TYPE, V21_MEDIA_TYPE
 from tests.faulty_upstream import FaultyUpstream, eventually
-from tests.reliability.conftest import GatewayProcess, Response, build_request, fetch, metric_value, settled
+from tests.reliability.conftest import GatewayProcess, Response, SpawnGateway, build_request, fetch, metric_value, settled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -190,3 +190,27 @@ async def test_a_slow_answer_within_the_read_timeout_arrives_whole(
 async def test_the_gateway_survives_every_fault(gateway: GatewayProcess) -> None:
     assert gateway.process.poll() is None
     assert "Traceback" not in gateway.log()
+
+
+async def test_requests_waiting_for_a_busy_pool_get_a_504_not_a_hang(
+    faulty_upstream: FaultyUpstream, upstream: FaultyUpstream, spawn_gateway: SpawnGateway
+) -> None:
+    gateway = spawn_gateway(upstream.url, upstream={"pool_size": 2, "connect_timeout": 1.0})
+    host, port = gateway.url.removeprefix("http://").rsplit(":", 1)
+    downloads = []
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(build_request("GET", "/v2/images/0b1f/file", {"X-Fault": "trickle:0.05"}))
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).startswith(b"HTTP/1.1 200 ")
+        downloads.append(writer)
+    before = await metrics(gateway)
+    outcome = await attempt(gateway.url, build_request("GET", "/v2/images"))
+    assert (outcome.status, outcome.complete) == (504, True)
+    assert outcome.json()["error"]["code"] == "IMSGW.0504"  # type: ignore[index]
+    assert "pool" in outcome.json()["error"]["message"]  # type: ignore[index]
+    labels = {"kind": "timeout", "stage": "before_response"}
+    assert metric_value(await metrics(gateway), ERRORS, labels) - metric_value(before, ERRORS, labels) == 1
+    for writer in downloads:
+        writer.close()
+    assert await eventually(lambda: upstream.open_connections == 0 or set(upstream.stages()) <= {"idle"})
+    assert (await attempt(gateway.url, build_request("GET", "/v2/images"))).status == 200
