@@ -29,7 +29,7 @@ log = logging.getLogger("ims_gateway.server")
 
 # llhttp's own reasons ("Invalid header value char", "Duplicate Content-Length") are fixed
 # text; whatever follows them is the client's bytes and is never repeated.
-_FIXED_REASON = re.compile(r"[A-Za-z][A-Za-z0-9 '`/.-]{0,79}")
+_FIXED_REASON = re.compile(r"[A-Za-z][A-Za-z `/.-]{0,79}|Duplicate '[A-Za-z-]{1,32}' header found")
 _TOO_MANY_HEADERS = "Too many headers received"
 _CLOSE = {hdrs.CONNECTION: "close"}
 
@@ -41,7 +41,7 @@ def describe(status: int, exc: BaseException | None) -> tuple[int, str, str]:
         detail = f" (at most {limit} bytes each)" if isinstance(limit, int) else ""
         return 431, errors.HEADERS_TOO_LARGE, f"The request line or headers are too large{detail}."
     if isinstance(exc, HttpProcessingError) and 400 <= status < 500:
-        reason = exc.message.split(":", 1)[0].strip()
+        reason = exc.message.split(":", 1)[0].strip().rstrip(".")
         if not _FIXED_REASON.fullmatch(reason):
             reason = "Malformed HTTP request"
         return status, errors.BAD_REQUEST, f"The request is not valid HTTP/1.1: {reason}."
