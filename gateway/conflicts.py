@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable
 from typing import Final
 
 from gateway.patch import Change
+from gateway.policy import GLANCE_IMAGE_OBJECT_ATTRIBUTES
 
 # Every name hasattr() finds on the image object Glance 33's ImagesController.update
 # works on (glance.notifier.ImageProxy over the quota and location proxies), Python's
@@ -26,10 +27,7 @@ GLANCE_IMAGE_ATTRIBUTES: Final = frozenset({
     "name", "os_hash_algo", "os_hash_value", "os_hidden", "owner", "protected", "size",
     "status", "tags", "updated_at", "virtual_size", "visibility",
     # never shown
-    "base", "context", "deactivate", "delete", "extra_properties", "get_data",
-    "get_payload", "get_super_class", "helper", "image_id", "locations", "member",
-    "notifier", "reactivate", "repo", "send_notification", "set_data", "_abc_impl",
-    "_format_image_send", "_format_import_properties", "_get_chunk_data_iterator",
+    "locations", *GLANCE_IMAGE_OBJECT_ATTRIBUTES,
 })  # fmt: skip
 
 

@@ -55,10 +55,21 @@ GLANCE_PROTECTED_ATTRIBUTES: Final = tuple(
     )
 )
 
+# Names Glance's image object answers to without showing them in the image's JSON
+# (glance.notifier.ImageProxy and the proxies under it). A v2.1 replace of one of them
+# calls setattr() on that object: Glance 33 lets `replace /image_id` point the save at
+# another image and overwrite it. They are not customized attributes.
+GLANCE_IMAGE_OBJECT_ATTRIBUTES: Final = (
+    "base", "context", "deactivate", "delete", "extra_properties", "get_data",
+    "get_payload", "get_super_class", "helper", "image_id", "member", "notifier",
+    "reactivate", "repo", "send_notification", "set_data", "_abc_impl",
+    "_format_image_send", "_format_import_properties", "_get_chunk_data_iterator",
+)  # fmt: skip
+
 DEFAULT_ALLOWED_SYSTEM_ATTRIBUTES: Final = ("name", "__description")
 DEFAULT_FORBIDDEN_ATTRIBUTES: Final = tuple(
     sorted(
-        {*IMS_SYSTEM_ATTRIBUTES, *GLANCE_PROTECTED_ATTRIBUTES}
+        {*IMS_SYSTEM_ATTRIBUTES, *GLANCE_PROTECTED_ATTRIBUTES, *GLANCE_IMAGE_OBJECT_ATTRIBUTES}
         - set(DEFAULT_ALLOWED_SYSTEM_ATTRIBUTES)
     )
 )

@@ -11,6 +11,7 @@ from gateway.policy import (
     DEFAULT_ALLOWED_SYSTEM_ATTRIBUTES,
     DEFAULT_FORBIDDEN_ATTRIBUTES,
     DEFAULT_FORBIDDEN_PREFIXES,
+    GLANCE_IMAGE_OBJECT_ATTRIBUTES,
     GLANCE_PROTECTED_ATTRIBUTES,
     IMS_SYSTEM_ATTRIBUTES,
     AttributeClass,
@@ -49,7 +50,7 @@ def test_the_ims_table_is_complete() -> None:
 
 
 def test_default_forbidden_names_are_the_sorted_union_minus_the_allowed() -> None:
-    union = set(IMS_SYSTEM_ATTRIBUTES) | set(GLANCE_PROTECTED_ATTRIBUTES)
+    union = set(IMS_SYSTEM_ATTRIBUTES) | set(GLANCE_PROTECTED_ATTRIBUTES) | set(GLANCE_IMAGE_OBJECT_ATTRIBUTES)
 
     assert DEFAULT_ALLOWED_SYSTEM_ATTRIBUTES == ("name", "__description")
     assert DEFAULT_FORBIDDEN_ATTRIBUTES == tuple(sorted(union - {"name", "__description"}))
@@ -65,6 +66,17 @@ def test_default_forbidden_names_are_the_sorted_union_minus_the_allowed() -> Non
 def test_glance_protected_attributes(name: str) -> None:
     assert name in GLANCE_PROTECTED_ATTRIBUTES
     assert name in DEFAULT_FORBIDDEN_ATTRIBUTES
+
+
+@pytest.mark.parametrize(
+    "name",
+    # Glance's image object answers to these: replace /image_id redirects the save.
+    ["image_id", "extra_properties", "delete", "member", "set_data", "_abc_impl"],
+)
+def test_glance_image_object_attributes_are_forbidden(name: str) -> None:
+    change = Change("replace", (name,), f"/{name}", "x")
+    assert name in DEFAULT_FORBIDDEN_ATTRIBUTES
+    assert [v.attribute for v in Policy().violations([change])] == [name]
 
 
 # -- what is refused ---------------------------------------------------------------
