@@ -95,8 +95,8 @@ def _free_port() -> int:
 
 
 def _gateway_environ() -> dict[str, str]:
-    # IMS_GATEWAY_* variables are gateway settings (IMS_GATEWAY_CACHE would be refused as
-    # an unknown one); the gateway under test runs on its defaults but for a quick stop.
+    # IMS_GATEWAY_* variables are gateway settings: the gateway under test runs on its
+    # defaults, but for a quick stop.
     environ = {k: v for k, v in os.environ.items() if not k.startswith("IMS_GATEWAY_")}
     environ["IMS_GATEWAY_SERVER_DRAIN_DELAY"] = "0"
     return environ

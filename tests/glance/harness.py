@@ -88,7 +88,7 @@ class GlanceServer:
 
 
 def cache_dir() -> Path:
-    configured = os.environ.get("IMS_GATEWAY_CACHE")
+    configured = os.environ.get("GLANCE_HARNESS_CACHE")
     if configured:
         return Path(configured)
     return Path.home() / ".cache" / "ims-gateway"
