@@ -13,8 +13,8 @@ import uuid
 import pytest
 
 from gateway.patch import V20_MEDIA_TYPE, V21_MEDIA_TYPE
-from tests.faulty_upstream import FaultyUpstream, eventually
-from tests.reliability.conftest import GatewayProcess, Response, SpawnGateway, build_request, fetch, request_once
+from tests.faulty_upstream import FaultyUpstream
+from tests.reliability.conftest import GatewayProcess, Response, SpawnGateway, build_request, fetch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

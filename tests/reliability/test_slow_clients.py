@@ -10,7 +10,7 @@ import pytest
 
 from gateway.patch import V21_MEDIA_TYPE
 from tests.faulty_upstream import FaultyUpstream
-from tests.reliability.conftest import GatewayProcess, RawConnection, build_request, is_ims_error, read_response
+from tests.reliability.conftest import GatewayProcess, RawConnection, Response, build_request, is_ims_error, read_response
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -123,7 +123,5 @@ async def test_an_idle_connection_is_closed_after_the_keepalive_timeout(gateway:
 async def test_a_refused_slow_client_leaves_an_error_in_the_ims_shape(gateway: GatewayProcess) -> None:
     _, answer = await trickle(gateway.url, build_request("GET", "/", {"X-Padding": "p" * 100}), 0.1)
     head, _, body = answer.partition(b"\r\n\r\n")
-    from tests.reliability.conftest import Response
-
     headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
     assert is_ims_error(Response(408, {k.lower(): v for k, v in headers.items()}, body), 408)
