@@ -744,6 +744,7 @@ V20_ADD_CASES = [
         ops(v20("add", "/member", "x")),
         409,
         "Property member already present.",
+        gateway_status=400,
     ),
     PatchCase(
         "v20-add-glance-method",
@@ -751,6 +752,7 @@ V20_ADD_CASES = [
         ops(v20("add", "/delete", "x")),
         409,
         "Property delete already present.",
+        gateway_status=400,
     ),
     PatchCase(
         "v20-add-after-replace-of-glance-object-attribute",
@@ -758,6 +760,7 @@ V20_ADD_CASES = [
         ops(v20("replace", "/context", "x"), v20("add", "/sparks", "again")),
         409,
         "Property sparks already present.",
+        gateway_status=400,
     ),
 ]
 
