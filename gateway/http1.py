@@ -37,6 +37,10 @@ class ConnectFailed(OSError):
     """No connection to the upstream (refused, unreachable, name not found, TLS handshake)."""
 
 
+class PoolBusy(TimeoutError):
+    """Every connection stayed in use for the whole connect timeout."""
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     status: int
@@ -300,13 +304,22 @@ class Pool:
         self.read_timeout = read_timeout
         self.max_head_bytes = max_head_bytes
         self.max_answer_bytes = max_answer_bytes
+        self.size = size
         self.slots = asyncio.Semaphore(size)
         self.idle: collections.deque[_Connection] = collections.deque()
 
     async def call(self, method: str, target: str, headers: CIMultiDict[str], body: bytes) -> Answer:
-        """One request, its whole answer. Raises ConnectFailed, TimeoutError, OSError or BrokenAnswer."""
+        """One request, its whole answer. Raises ConnectFailed, PoolBusy, TimeoutError, OSError or BrokenAnswer."""
         data = serialize(method, target, headers, body)
-        async with self.slots:
+        if self.slots.locked():
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await self.slots.acquire()
+            except TimeoutError:
+                raise PoolBusy(f"all {self.size} connections stayed busy for {self.connect_timeout} s") from None
+        else:
+            await self.slots.acquire()
+        try:
             connection = self._reuse() or await self._connect()
             try:
                 answer = await connection.send(method, data)
@@ -318,6 +331,8 @@ class Pool:
             else:
                 connection.transport.close()  # type: ignore[union-attr]
             return answer
+        finally:
+            self.slots.release()
 
     def _reuse(self) -> _Connection | None:
         while self.idle:

@@ -198,7 +198,9 @@ def check_body(request: web.Request, context: RequestContext, body: Body) -> pat
 
 
 def signal_headers(
-    request: web.Request, context: RequestContext, upstream_headers: CIMultiDictProxy[str] | None = None
+    request: web.Request,
+    context: RequestContext,
+    upstream_headers: CIMultiDictProxy[str] | CIMultiDict[str] | None = None,
 ) -> dict[str, str]:
     """X-Request-Id and the Deprecation/Sunset/Link headers configured for the body's shape.
 
@@ -221,6 +223,9 @@ async def _send(
     data: bytes | AsyncIterator[bytes] | None,
 ) -> web.StreamResponse:
     gateway_upstream = request.app[UPSTREAM]
+    if isinstance(data, bytes):
+        answer = await gateway_upstream.call("PATCH", target, headers, data, context)
+        return upstream.answer_response(answer, signal_headers(request, context, answer.headers))
     # aiohttp streams an async iterator as it streams a StreamReader.
     async with gateway_upstream.exchange("PATCH", target, headers, data, context) as response:  # type: ignore[arg-type]
         return await upstream.relay(request, response, signal_headers(request, context, response.headers), context)
@@ -237,13 +242,13 @@ async def _existing_attributes(request: web.Request, context: RequestContext) ->
     for name in (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH, hdrs.CONTENT_ENCODING):
         headers.popall(name, None)
     headers[hdrs.ACCEPT] = "application/json"
-    async with gateway_upstream.exchange("GET", request.raw_path, headers, None, context) as response:
-        if response.status != 200:
-            return await upstream.relay(request, response, signal_headers(request, context, response.headers), context)
-        try:
-            image = json.loads(await upstream.read_whole(response))
-        except ValueError:
-            image = None
+    answer = await gateway_upstream.call("GET", request.raw_path, headers, b"", context)
+    if answer.status != 200:
+        return upstream.answer_response(answer, signal_headers(request, context, answer.headers))
+    try:
+        image = json.loads(answer.body)
+    except ValueError:
+        image = None
     if not isinstance(image, dict):
         raise errors.GatewayError(
             502, errors.UPSTREAM_UNREACHABLE, "The upstream's image is not a JSON object; cannot check v2.0 'add'."

@@ -440,3 +440,24 @@ async def test_tls_to_the_upstream_is_verified(scripted, tmp_path) -> None:  # t
     finally:
         listening.close()
         await listening.wait_closed()
+
+
+async def test_a_call_waiting_longer_than_the_connect_timeout_for_a_busy_pool_fails(scripted) -> None:  # type: ignore[no-untyped-def]
+    release = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await release.wait()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    server = await scripted(script)
+    pool = pool_for(server.port, size=1, connect_timeout=0.3)
+    first = asyncio.create_task(pool.call("GET", "/", _headers(), b""))
+    await asyncio.sleep(0.05)
+    with pytest.raises(http1.PoolBusy):
+        await pool.call("GET", "/", _headers(), b"")
+    release.set()
+    assert (await first).status == 200
+    pool.close()

@@ -118,7 +118,7 @@ async def test_no_answer_from_the_upstream_is_a_502_or_504(
     await assert_no_leak(gateway, upstream)
 
 
-@pytest.mark.parametrize("route", ["GET", "PATCH v2.1"])
+@pytest.mark.parametrize("route", ["GET"])
 @pytest.mark.parametrize("fault", MID_STREAM)
 async def test_a_failure_after_the_answer_started_aborts_the_client_stream(
     gateway: GatewayProcess, upstream: FaultyUpstream, route: str, fault: str
@@ -134,18 +134,22 @@ async def test_a_failure_after_the_answer_started_aborts_the_client_stream(
     await assert_no_leak(gateway, upstream)
 
 
+# The gateway reads the (small) answer to a PATCH and to its v2.0 add check whole before
+# answering (gateway/http1.py): a broken one is a 502, never a truncated 200. The trickle's
+# 1 GiB Content-Length is refused at once: more than a small answer may be.
+@pytest.mark.parametrize("route", ["PATCH v2.1", "PATCH v2.0 add"])
 @pytest.mark.parametrize("fault", MID_STREAM)
-async def test_a_broken_answer_to_the_v20_add_check_is_a_502(
-    gateway: GatewayProcess, upstream: FaultyUpstream, fault: str
+async def test_a_broken_answer_to_a_patch_or_its_add_check_is_a_502(
+    gateway: GatewayProcess, upstream: FaultyUpstream, route: str, fault: str
 ) -> None:
     before = await metrics(gateway)
-    outcome = await attempt(gateway.url, ROUTES["PATCH v2.0 add"](fault))
-    expected = 504 if MID_STREAM[fault] == "timeout" else 502
-    assert (outcome.status, outcome.complete) == (expected, True)
-    assert outcome.json()["error"]["code"] == f"IMSGW.0{expected}"  # type: ignore[index]
-    assert [r.method for r in upstream.requests if r.method == "PATCH"] == []
+    outcome = await attempt(gateway.url, ROUTES[route](fault))
+    assert (outcome.status, outcome.complete) == (502, True)
+    assert outcome.json()["error"]["code"] == "IMSGW.0502"  # type: ignore[index]
+    patches = [r.method for r in upstream.requests if r.method == "PATCH"]
+    assert len(patches) == (1 if route == "PATCH v2.1" else 0)
     after = await metrics(gateway)
-    labels = {"kind": MID_STREAM[fault], "stage": "before_response"}
+    labels = {"kind": "reset", "stage": "before_response"}
     assert metric_value(after, ERRORS, labels) - metric_value(before, ERRORS, labels) == 1
     await assert_no_leak(gateway, upstream)
 
