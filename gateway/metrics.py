@@ -80,6 +80,7 @@ REJECTION_REASONS: Final = (
     *sorted(patch.REASONS),
     "forbidden_attribute",
     "too_large",
+    "body_timeout",
     "content_encoding",
     "method_override",
     "brownout",

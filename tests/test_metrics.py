@@ -215,8 +215,25 @@ async def test_compressed_and_method_override_and_too_large_rejections(stack: St
     assert value(gateway, "ims_gateway_deprecated_client_calls_total", client="unknown", shape="v2.1") == 1
 
 
+async def test_a_trickled_body_is_counted_as_a_body_timeout(
+    emulator_url: str, make_gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    gateway = await make_gateway(emulator_url, server={"body_timeout": 0.3})
+
+    async def trickle() -> Any:
+        yield b'[{"op": "replace", '
+        await asyncio.sleep(1)
+        yield b'"path": "/name", "value": "x"}]'
+
+    async with http.patch(f"{gateway.url}/v2/images/a", data=trickle(), headers={"Content-Type": V21}) as response:
+        assert response.status == 408
+    await eventually(lambda: total(gateway, "ims_gateway_deprecated_rejections_total") == 1)
+    rejections = "ims_gateway_deprecated_rejections_total"
+    assert value(gateway, rejections, shape="v2.1", reason="body_timeout", mode="enforce") == 1
+
+
 def test_every_reason_the_gateway_sets_is_a_known_label() -> None:
-    reachable = {reason for _, _, reason in BODY_REASONS} | {"content_encoding", "method_override", "too_large"}
+    reachable = {reason for _, _, reason in BODY_REASONS} | {"content_encoding", "method_override", "too_large", "body_timeout"}
     # Glance's own read-only/reserved 403s are not used: the policy refuses those names first.
     assert set(REJECTION_REASONS) - reachable == {"read_only", "reserved", "brownout", "sunset", "other"}
 
