@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
@@ -48,7 +48,14 @@ def request_id_for(request: web.Request) -> str:
         offered = request.headers.get(name)
         if offered and _SAFE_REQUEST_ID.fullmatch(offered):
             return offered
-    return f"req-{uuid.uuid4()}"
+    return fresh_request_id()
+
+
+def fresh_request_id() -> str:
+    """req-<a version 4 UUID>: a correlation id, not a secret, so no system entropy per request."""
+    digits = f"{random.getrandbits(128):032x}"
+    variant = "89ab"[int(digits[16], 16) & 3]
+    return f"req-{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
 
 
 @web.middleware

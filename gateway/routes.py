@@ -25,10 +25,15 @@ class Route(enum.StrEnum):
 _IMAGES = re.compile(r"/v2(?:\.\d+)?/images(?P<rest>/.*)?", re.IGNORECASE)
 _DATA = re.compile(r"/[^/]+/file", re.IGNORECASE)
 _MAX_DECODE_ROUNDS = 4
+# Nothing to decode, no dot or empty segment, no parameter: already what normalize returns.
+_PLAIN = re.compile(r"((?:/[A-Za-z0-9_~-]+)+)(?:\?.*)?", re.DOTALL)
 
 
 def normalize(raw_path: str) -> str:
     """The path a lenient upstream could act on: decoded, dot segments and empty segments removed."""
+    plain = _PLAIN.fullmatch(raw_path)
+    if plain is not None:
+        return plain[1]
     path = raw_path.split("?", 1)[0].split("#", 1)[0]
     for _ in range(_MAX_DECODE_ROUNDS):
         decoded = unquote(path)

@@ -54,19 +54,20 @@ SKIP_AUTO_HEADERS = frozenset({hdrs.USER_AGENT, hdrs.ACCEPT, hdrs.ACCEPT_ENCODIN
 STREAM_CHUNK = 256 * 1024
 
 
+_HOP_BY_HOP_NAMES = frozenset(name.lower() for name in HOP_BY_HOP)
+
+
 def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    """The headers that belong to the message, not the connection."""
-    named = {
-        istr(token.strip())
-        for value in headers.getall(hdrs.CONNECTION, ())
-        for token in value.split(",")
-        if token.strip()
-    }
-    return CIMultiDict(
-        (name, value)
-        for name, value in headers.items()
-        if name not in HOP_BY_HOP and name not in named and not name.lower().startswith("proxy-")
-    )
+    """The headers that belong to the message, not the connection (names in any letter case)."""
+    dropped = _HOP_BY_HOP_NAMES
+    for value in headers.getall(hdrs.CONNECTION, ()):
+        dropped = dropped | {token.strip().lower() for token in value.split(",")}
+    kept = CIMultiDict(headers)
+    for name in headers.keys():
+        lowered = name.lower()
+        if lowered in dropped or lowered.startswith("proxy-"):
+            kept.popall(name, None)
+    return kept
 
 
 def _append(headers: CIMultiDict[str], name: istr, value: str) -> None:

@@ -124,6 +124,45 @@ async def test_hop_by_hop_headers_are_removed_both_ways(gateway: Gateway, record
     assert response.headers.get("X-Kept") == "yes", response.headers
 
 
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        "GET /v2/images HTTP/1.1",
+        # A PATCH's answer comes back through the small-call client (gateway/http1.py).
+        "PATCH /v2/images/1bea47ed HTTP/1.1\r\ncontent-type: application/openstack-images-v2.1-json-patch\r\ncontent-length: 2",
+    ],
+)
+async def test_hop_by_hop_headers_are_removed_whatever_their_letter_case(
+    gateway: Gateway, recorder: Recorder, request_line: str
+) -> None:
+    async def respond(request: web.Request, seen: Seen) -> web.StreamResponse:
+        response = web.Response(text="[]")
+        response.headers["connection"] = "x-upstream-private"
+        response.headers["X-UPSTREAM-PRIVATE"] = "1"
+        response.headers["keep-alive"] = "timeout=5"
+        response.headers["proxy-authenticate"] = "Basic"
+        response.headers["upgrade"] = "h2c"
+        response.headers["x-kept"] = "yes"
+        return response
+
+    recorder.respond = respond
+    body = "[]" if request_line.startswith("PATCH") else ""
+    sent = (
+        f"{request_line}\r\nhost: gw\r\nconnection: close, x-client-private\r\nX-CLIENT-PRIVATE: 1\r\n"
+        "keep-alive: timeout=5\r\nproxy-authorization: Basic eA==\r\nte: trailers\r\ntrailer: x-t\r\n"
+        f"upgrade: websocket\r\nx-kept: yes\r\n\r\n{body}"
+    )
+    response = await raw_request(gateway.url, sent.encode())
+    assert response.status == 200
+    seen = recorder.seen[0].headers
+    for name in ("X-Client-Private", "Keep-Alive", "Proxy-Authorization", "TE", "Trailer", "Upgrade"):
+        assert name not in seen, name
+    assert seen["X-Kept"] == "yes"
+    for name in ("X-Upstream-Private", "Keep-Alive", "Proxy-Authenticate", "Upgrade"):
+        assert name not in response.headers, name
+    assert response.headers.get("X-Kept") == "yes", response.headers
+
+
 async def test_x_forwarded_headers_are_appended(gateway: Gateway, recorder: Recorder) -> None:
     sent = (
         "GET /v2/images HTTP/1.1\r\nHost: gw.example:8443\r\nX-Forwarded-For: 203.0.113.7\r\n"
