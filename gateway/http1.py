@@ -176,8 +176,9 @@ class _Connection(asyncio.Protocol):
                 self._fail(exc or ConnectionResetError("the upstream closed the connection before answering"))
 
     def data_received(self, data: bytes) -> None:
-        if self.waiter is None:
-            # Nothing was asked: bytes out of turn mean the connection cannot be trusted.
+        if self.waiter is None or self.waiter.done():
+            # Nothing was asked, or the caller gave up (cancelled) and will abandon the
+            # connection: bytes out of turn mean it cannot be trusted.
             self.closed = True
             self.transport.close()  # type: ignore[union-attr]
             return

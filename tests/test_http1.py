@@ -461,3 +461,30 @@ async def test_a_call_waiting_longer_than_the_connect_timeout_for_a_busy_pool_fa
     release.set()
     assert (await first).status == 200
     pool.close()
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+async def test_an_answer_arriving_after_the_caller_gave_up_is_dropped_with_the_connection() -> None:
+    connection = http1._Connection(asyncio.get_running_loop(), 1024, 1024, 5.0)
+    transport = FakeTransport()
+    connection.connection_made(transport)
+    waiter = connection.send("GET", b"GET / HTTP/1.1\r\n\r\n")
+    waiter.cancel()  # what cancelling the awaiting task does at once; the task runs later
+    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    assert transport.closing and connection.closed and not connection.reusable
+    connection.abandon()
