@@ -20,6 +20,7 @@ from typing import Final
 OTHER: Final = "other"
 UNKNOWN: Final = "unknown"  # no User-Agent, or nothing usable in it
 MAX_LABEL_LENGTH: Final = 48
+KNOWN_USER_AGENTS: Final = 4096  # distinct User-Agents whose label is remembered
 
 LABEL_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,47}")
 _PRODUCT: Final = re.compile(r"\s*([^/\s(;,]+)")
@@ -64,16 +65,26 @@ def product_label(user_agent: str) -> str:
 class ClientLabels:
     """User-Agent -> label, with the set of labels bounded for the life of the process."""
 
-    __slots__ = ("cap", "rules", "_admitted")
+    __slots__ = ("cap", "rules", "_admitted", "_known")
 
     def __init__(self, rules: Iterable[Rule] = (), cap: int = 50) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.cap = cap
         self._admitted: set[str] = set()
+        # User-Agent -> label: a client sends the same one on every call (per request).
+        self._known: dict[str, str] = {}
 
     def label(self, user_agent: str | None) -> str:
         if not user_agent:
             return UNKNOWN
+        known = self._known.get(user_agent)
+        if known is None:
+            if len(self._known) >= KNOWN_USER_AGENTS:
+                self._known.clear()
+            known = self._known[user_agent] = self._label(user_agent)
+        return known
+
+    def _label(self, user_agent: str) -> str:
         if self.rules:
             lowered = user_agent.lower()
             for rule in self.rules:
@@ -91,6 +102,7 @@ class ClientLabels:
         """New rules and cap (a config reload); labels already admitted stay admitted."""
         self.rules = tuple(rules)
         self.cap = cap
+        self._known.clear()
 
 
 __all__ = ["OTHER", "UNKNOWN", "ClientLabels", "Rule", "parse_rule", "product_label"]

@@ -79,7 +79,11 @@ class DeprecatedCall:
     ) -> DeprecatedCall:
         """``changes`` is (op, attribute class) for each operation of the body."""
         headers = request.headers
-        pairs = list(changes)
+        ops: dict[str, int] = {}
+        attributes: dict[str, int] = {}
+        for op, attribute in changes:
+            ops[op] = ops.get(op, 0) + 1
+            attributes[attribute] = attributes.get(attribute, 0) + 1
         return cls(
             at=at,
             request_id=request_id,
@@ -93,8 +97,8 @@ class DeprecatedCall:
             outcome=outcome,
             reason=reason,
             status=status,
-            ops=Counter(op for op, _ in pairs),
-            attributes=Counter(attribute for _, attribute in pairs),
+            ops=ops,
+            attributes=attributes,
         )
 
     def log_record(self) -> dict[str, Any]:
@@ -144,8 +148,10 @@ class Entry:
         self.shapes[call.shape] += 1
         self.modes[call.mode] += 1
         self.outcomes[call.outcome] += 1
-        self.ops.update(call.ops)
-        self.attributes.update(call.attributes)
+        for op, count in call.ops.items():
+            self.ops[op] += count
+        for attribute, count in call.attributes.items():
+            self.attributes[attribute] += count
 
     def document(self) -> dict[str, Any]:
         return {
