@@ -227,6 +227,7 @@ def runner_options(settings: Settings) -> dict[str, object]:
         "max_line_size": settings.server.max_header_bytes,
         "max_field_size": settings.server.max_header_bytes,
         "keepalive_timeout": settings.server.keepalive_timeout,
+        "read_bufsize": upstream.STREAM_CHUNK,
         "access_log": None,
     }
 
