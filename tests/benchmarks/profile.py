@@ -24,6 +24,33 @@ from tests.benchmarks import loads, servers
 _LINE = re.compile(r":\d+\)$")
 
 
+# Where a sample's innermost frame is, by file: the share of the CPU each part takes.
+COMPONENTS = (
+    ("socket writes and reads (system calls)", ("_SelectorSocketTransport.write", "sock_recv", "_read_ready", "selectors.py")),
+    ("metrics and the migration report", ("gateway/metrics.py", "gateway/report.py", "gateway/clients.py", "prometheus_client/")),
+    ("PATCH parsing, policy, rewrite", ("gateway/patch.py", "gateway/policy.py", "gateway/conflicts.py", "json/")),
+    ("upstream call (gateway/http1.py)", ("gateway/http1.py",)),
+    ("aiohttp client", ("aiohttp/client", "aiohttp/connector.py", "aiohttp/payload.py", "yarl/")),
+    ("aiohttp server, request and response objects", ("aiohttp/",)),
+    ("other gateway code", ("gateway/",)),
+    ("asyncio event loop", ("asyncio/",)),
+)
+
+
+def component(frame: str) -> str:
+    return next((name for name, marks in COMPONENTS if any(mark in frame for mark in marks)), "other")
+
+
+def components(samples: Path) -> str:
+    """Self time by component (innermost frame), in percent of all samples."""
+    shares: collections.Counter[str] = collections.Counter()
+    for line in samples.read_text().splitlines():
+        stack, _, weight = line.rpartition(" ")
+        shares[component(stack.split(";")[-1])] += int(weight)
+    total = sum(shares.values())
+    return "\n".join(f"{100 * n / total:6.1f}  {name}" for name, n in shares.most_common()) + "\n"
+
+
 def top(samples: Path, count: int = 40) -> str:
     """Self and total sample counts per function from py-spy's collapsed stacks."""
     own: collections.Counter[str] = collections.Counter()
@@ -79,7 +106,7 @@ def main() -> int:
         finally:
             gateway.stop()
             upstream.stop()
-    summary = top(collapsed)
+    summary = "self %  component\n" + components(collapsed) + "\n" + top(collapsed)
     (args.out / f"profile-{slug}.txt").write_text(summary)
     print(summary)
     return 0

@@ -134,6 +134,16 @@ def targets(rates: Sequence[Result], streams: Sequence[Result], big: Sequence[Re
 def targets_table(found: Sequence[Target]) -> list[str]:
     lines = ["| target | measured | met |", "|---|--:|---|"]
     for target in found:
-        verdict = "not measured" if target.met is None else ("yes" if target.met else "**no**")
-        lines.append(f"| {target.name} | {target.measured} | {verdict} |")
+        if target.met is not None:
+            lines.append(f"| {target.name} | {target.measured} | {'yes' if target.met else '**no**'} |")
     return lines
+
+
+def scaling_table(results: Sequence[Result], workers: str) -> list[str]:
+    """Each workload's requests/s with N workers over 1 worker."""
+    lines = [f"| workload | {workers} ÷ 1 worker |", "|---|--:|"]
+    for one in (r for r in results if r.path == GATEWAY):
+        many = find(results, one.workload, workers)
+        if many and one.rate:
+            lines.append(f"| {one.workload} | {many.rate / one.rate:.2f}× |")
+    return lines if len(lines) > 2 else []

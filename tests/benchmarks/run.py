@@ -184,7 +184,7 @@ def _show(value: float | None) -> str:
 
 def render(args: argparse.Namespace, when: str, host: str, rates: list[Result], streams: list[Result], big: list[Result], notes: list[str]) -> str:
     lines = [f"# ims-gateway benchmark, {when}", "", f"Machine: {host}.", ""]
-    found = report.targets(rates, streams, big, RSS_LIMIT_MIB)
+    found = [target for target in report.targets(rates, streams, big, RSS_LIMIT_MIB) if target.met is not None]
     if found:
         lines += ["## Targets (issue 8), ratios to the aiohttp floor of this run", "", *report.targets_table(found), ""]
     if rates:
@@ -194,6 +194,9 @@ def render(args: argparse.Namespace, when: str, host: str, rates: list[Result], 
             *report.rates_table(rates),
             "",
         ]
+    scaling = report.scaling_table([*rates, *streams], f"ims-gateway, {args.workers} workers")
+    if scaling:
+        lines += ["## Scaling over workers", "", *scaling, ""]
     if streams or big:
         lines += [
             f"## Streaming: curl, one transfer at a time, median of {args.repeat}",
