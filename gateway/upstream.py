@@ -131,6 +131,9 @@ UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 CALL_ERRORS = (OSError, TimeoutError, http1.BrokenAnswer)
 # A small call's whole answer is held in memory: an image document is a few KiB.
 MAX_ANSWER_BYTES = 1024 * 1024
+# A streamed answer this small is read whole and sent in one write with its headers.
+SMALL_ANSWER = 64 * 1024
+_EMPTY = frozenset({204, 304})
 
 
 class Upstream:
@@ -298,9 +301,13 @@ async def relay(
 
     Once the status line is sent a failure cannot become an error response: the client
     connection is aborted instead, so that a truncated body is never mistaken for a whole one.
+    A small body of known length is read whole first and sent with the headers in one write.
     """
     headers = end_to_end(upstream.headers)
     headers.update(extra_headers)
+    length = upstream.content_length
+    if length is not None and length <= SMALL_ANSWER and upstream.status not in _EMPTY and request.method != "HEAD":
+        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=await read_whole(upstream))
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     await response.prepare(request)
     try:

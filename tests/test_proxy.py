@@ -445,3 +445,36 @@ async def test_https_listener(recorder: Recorder, make_gateway: GatewayFactory, 
         async with session.get(url + "/v2/images", ssl=client_context) as response:
             assert response.status == 200
     assert recorder.seen[0].headers["X-Forwarded-Proto"] == "https"
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        # Small and whole: read first, then sent in one write with its headers.
+        (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"id\": \"x\"}", 200),
+        # Small but cut short: nothing was sent yet, so the client gets a clean 502.
+        (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\": ", 502),
+    ],
+)
+async def test_a_small_answer_is_relayed_whole_or_not_at_all(
+    make_gateway: GatewayFactory, http: aiohttp.ClientSession, answer: bytes, status: int
+) -> None:
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    try:
+        gateway = await make_gateway(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        async with http.get(gateway.url + "/v2/images/x") as response:
+            body = await response.read()
+        assert response.status == status
+        if status == 200:
+            assert (body, response.headers["Content-Length"]) == (b'{"id": "x"}', "11")
+        else:
+            assert (await response.json())["error"]["code"] == "IMSGW.0502"  # type: ignore[index]
+    finally:
+        server.close()
+        await server.wait_closed()
