@@ -92,6 +92,10 @@ def framing(head: Head, method: str) -> Framing:
     """RFC 9112 section 6.3, refusing what a smuggling attempt would look like."""
     if method == "HEAD" or head.status in _NO_BODY_STATUS:
         return Framing(0)
+    if "Transfer-Encoding" not in head.headers:
+        declared = head.headers.getall("Content-Length", ())
+        if len(declared) == 1 and declared[0].isdigit() and declared[0].isascii():
+            return Framing(int(declared[0]))
     codings = [c.strip().lower() for v in head.headers.getall("Transfer-Encoding", ()) for c in v.split(",")]
     lengths = {v.strip() for v in head.headers.getall("Content-Length", ()) for v in v.split(",")}
     if codings:
