@@ -134,7 +134,9 @@ class UpstreamSettings:
         10.0, "seconds to get a connection to IMS, waiting for a free one of pool_size included (then 504)", _positive
     )
     read_timeout: float = _setting(300.0, "seconds of silence allowed while waiting for IMS to send (then 504); no limit on a whole transfer", _positive)
-    pool_size: int = _setting(100, "most connections open to IMS at once", _at_least(1))
+    pool_size: int = _setting(
+        100, "most connections open to IMS at once, for streamed requests and for PATCH calls each", _at_least(1)
+    )
     ca_file: str = _setting("", "PEM CA bundle to verify IMS with (empty: the system's CA store)", _readable_file_or_empty)
     client_cert: str = _setting("", "PEM client certificate for mutual TLS to IMS (empty: none)", _readable_file_or_empty)
     client_key: str = _setting("", "PEM private key of client_cert (empty: the key is in client_cert)", _readable_file_or_empty)
