@@ -143,9 +143,8 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
             "anyone on the path can read and change the traffic, X-Auth-Token included"
         )
     session = upstream.create_session(settings.upstream)
-    app[UPSTREAM] = gateway_upstream = upstream.Upstream(settings.upstream, app[UPSTREAM_URL], session)
+    app[UPSTREAM] = upstream.Upstream(settings.upstream, app[UPSTREAM_URL], session)
     yield
-    gateway_upstream.calls.close()
     await session.close()
 
 

@@ -135,7 +135,7 @@ class UpstreamSettings:
     )
     read_timeout: float = _setting(300.0, "seconds of silence allowed while waiting for IMS to send (then 504); no limit on a whole transfer", _positive)
     pool_size: int = _setting(
-        100, "most connections open to IMS at once, for streamed requests and for PATCH calls each", _at_least(1)
+        100, "most connections open to IMS at once", _at_least(1)
     )
     ca_file: str = _setting("", "PEM CA bundle to verify IMS with (empty: the system's CA store)", _readable_file_or_empty)
     client_cert: str = _setting("", "PEM client certificate for mutual TLS to IMS (empty: none)", _readable_file_or_empty)

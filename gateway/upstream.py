@@ -22,7 +22,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from yarl import URL
 
-from gateway import errors, http1
+from gateway import errors
 from gateway.settings import UpstreamSettings
 
 if TYPE_CHECKING:
@@ -86,14 +86,8 @@ class UpstreamFailure:
 
 
 def classify_failure(exc: BaseException) -> UpstreamFailure:
-    if isinstance(exc, http1.ConnectFailed):
-        return _connect_failure(exc.__cause__)
-    if isinstance(exc, http1.PoolBusy):
-        return UpstreamFailure(
-            "timeout", 504, "No connection to the upstream came free in time: its pool (upstream.pool_size) is busy."
-        )
-    if isinstance(exc, http1.BrokenAnswer):
-        return UpstreamFailure("reset", 502, "The upstream's answer was not HTTP/1.1 the gateway accepts.")
+    if isinstance(exc, AnswerTooLarge):
+        return UpstreamFailure("reset", 502, "The upstream's answer is larger than the gateway reads whole.")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return UpstreamFailure("tls", 502, "The upstream's TLS certificate could not be verified.")
     if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
@@ -109,14 +103,6 @@ def classify_failure(exc: BaseException) -> UpstreamFailure:
     return UpstreamFailure("reset", 502, "The upstream closed the connection before answering.")
 
 
-def _connect_failure(cause: BaseException | None) -> UpstreamFailure:
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return UpstreamFailure("tls", 502, "The upstream's TLS certificate could not be verified.")
-    if isinstance(cause, ssl.SSLError):
-        return UpstreamFailure("tls", 502, "The TLS handshake with the upstream failed.")
-    return UpstreamFailure("refused", 502, "The upstream refused the connection or could not be reached.")
-
-
 class UpstreamError(errors.GatewayError):
     """The upstream could not be reached or did not answer: 502 or 504."""
 
@@ -128,7 +114,6 @@ class UpstreamError(errors.GatewayError):
 
 # Errors an upstream exchange may raise; anything else is a bug and must surface.
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-CALL_ERRORS = (OSError, TimeoutError, http1.BrokenAnswer)
 # A small call's whole answer is held in memory: an image document is a few KiB.
 MAX_ANSWER_BYTES = 1024 * 1024
 # A streamed answer this small is read whole and sent in one write with its headers.
@@ -146,15 +131,6 @@ class Upstream:
         self._prefix = self.base.raw_path.rstrip("/")
         self._root = str(self.base.origin()) + self._prefix
         self._host = self.base.raw_host + (f":{self.base.port}" if not self.base.is_default_port() else "")
-        self.calls = http1.Pool(
-            self.base.raw_host or "",
-            self.base.port or 80,
-            tls=call_tls(settings) if self.base.scheme == "https" else None,
-            size=settings.pool_size,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            max_answer_bytes=MAX_ANSWER_BYTES,
-        )
 
     def url_for(self, raw_path: str) -> URL:
         """Upstream URL for a raw request target, neither decoded nor normalised."""
@@ -218,35 +194,50 @@ class Upstream:
         headers: CIMultiDict[str],
         body: bytes,
         context: RequestContext | None = None,
-    ) -> http1.Answer:
-        """A small call, its whole answer read (gateway/http1.py); failures become GatewayError.
-
-        ``headers`` must carry the Content-Length of a body. With a ``context``, the time
-        until the whole answer is added to its ``upstream_seconds``.
-        """
-        started = time.perf_counter()
-        try:
-            return await self.calls.call(method, self._prefix + raw_path, headers, body)
-        except CALL_ERRORS as exc:
-            failure = classify_failure(exc)
-            log.warning("upstream %s: %s %s: %r", failure.kind, method, self.base, exc)
-            raise UpstreamError(failure) from exc
-        finally:
-            if context is not None:
-                context.upstream_seconds = (context.upstream_seconds or 0.0) + time.perf_counter() - started
+    ) -> Answer:
+        """A small call: the body in memory, the whole answer read (at most MAX_ANSWER_BYTES)."""
+        async with self.exchange(method, raw_path, headers, body, context) as response:
+            data = await read_whole(response)
+            return Answer(response.status, response.reason or "", response.headers, data)
 
 
-def answer_response(answer: http1.Answer, extra_headers: Mapping[str, str]) -> web.Response:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A small upstream answer, read whole."""
+
+    status: int
+    reason: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+class AnswerTooLarge(aiohttp.ClientError):
+    """An answer the gateway reads whole turned out larger than MAX_ANSWER_BYTES."""
+
+
+def answer_response(answer: Answer, extra_headers: Mapping[str, str]) -> web.Response:
     """A small call's answer for the client: its end-to-end headers and whole body, sent in one write."""
     headers = end_to_end(answer.headers)
     headers.update(extra_headers)
     return web.Response(status=answer.status, reason=answer.reason, headers=headers, body=answer.body)
 
 
-async def read_whole(response: aiohttp.ClientResponse) -> bytes:
-    """A whole (small) upstream body, for the gateway itself to read; a failure is an UpstreamError."""
+async def read_whole(response: aiohttp.ClientResponse, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """A whole (small) upstream body, for the gateway itself to read; a failure is an UpstreamError.
+
+    Never holds more than ``limit`` + one chunk: a larger answer is a 502.
+    """
     try:
-        return await response.read()
+        if response.content_length is not None and response.content_length > limit:
+            raise AnswerTooLarge(f"Content-Length {response.content_length} > {limit}")
+        chunks = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge(f"more than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
     except UPSTREAM_ERRORS as exc:
         failure = classify_failure(exc)
         log.warning("upstream %s while reading an answer: %r", failure.kind, exc)
@@ -260,17 +251,6 @@ def client_ssl(settings: UpstreamSettings) -> ssl.SSLContext | bool:
     if settings.client_cert:
         context.load_cert_chain(settings.client_cert, settings.client_key or None)
     return context
-
-
-def call_tls(settings: UpstreamSettings) -> ssl.SSLContext:
-    """client_ssl as asyncio takes it: verification off is a context that checks nothing."""
-    context = client_ssl(settings)
-    if isinstance(context, ssl.SSLContext):
-        return context
-    unverified = ssl.create_default_context()
-    unverified.check_hostname = False
-    unverified.verify_mode = ssl.CERT_NONE
-    return unverified
 
 
 def create_session(settings: UpstreamSettings) -> aiohttp.ClientSession:

@@ -128,7 +128,7 @@ async def test_hop_by_hop_headers_are_removed_both_ways(gateway: Gateway, record
     "request_line",
     [
         "GET /v2/images HTTP/1.1",
-        # A PATCH's answer comes back through the small-call client (gateway/http1.py).
+        # A PATCH's answer is read whole (Upstream.call) and sent back in one write.
         "PATCH /v2/images/1bea47ed HTTP/1.1\r\ncontent-type: application/openstack-images-v2.1-json-patch\r\ncontent-length: 2",
     ],
 )

@@ -29,7 +29,6 @@ COMPONENTS = (
     ("socket writes and reads (system calls)", ("_SelectorSocketTransport.write", "sock_recv", "_read_ready", "selectors.py")),
     ("metrics and the migration report", ("gateway/metrics.py", "gateway/report.py", "gateway/clients.py", "prometheus_client/")),
     ("PATCH parsing, policy, rewrite", ("gateway/patch.py", "gateway/policy.py", "gateway/conflicts.py", "json/")),
-    ("upstream call (gateway/http1.py)", ("gateway/http1.py",)),
     ("aiohttp client", ("aiohttp/client", "aiohttp/connector.py", "aiohttp/payload.py", "yarl/")),
     ("aiohttp server, request and response objects", ("aiohttp/",)),
     ("other gateway code", ("gateway/",)),

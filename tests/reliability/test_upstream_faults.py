@@ -135,7 +135,7 @@ async def test_a_failure_after_the_answer_started_aborts_the_client_stream(
 
 
 # The gateway reads the (small) answer to a PATCH and to its v2.0 add check whole before
-# answering (gateway/http1.py): a broken one is a 502, never a truncated 200. The trickle's
+# answering (Upstream.call): a broken one is a 502, never a truncated 200. The trickle's
 # 1 GiB Content-Length is refused at once: more than a small answer may be.
 @pytest.mark.parametrize("route", ["PATCH v2.1", "PATCH v2.0 add"])
 @pytest.mark.parametrize("fault", MID_STREAM)
