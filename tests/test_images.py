@@ -392,3 +392,28 @@ async def test_an_unreachable_upstream_is_a_502_for_a_patch(make_gateway: Gatewa
     ) as response:
         assert response.status == 502
         assert (await response.json())["error"]["code"] == "IMSGW.0502"
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_an_oversized_answer_to_a_patch_is_a_502(
+    recorder: Any, make_gateway: GatewayFactory, http: aiohttp.ClientSession, declared: bool
+) -> None:
+    from aiohttp import web
+
+    async def respond(request: web.Request, seen: Any) -> web.StreamResponse:
+        if declared:
+            return web.Response(body=b"x" * (2 * 1024 * 1024))
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(40):
+            await response.write(b"x" * 65536)
+        return response
+
+    recorder.respond = respond
+    gateway = await make_gateway(recorder.url)
+    async with http.patch(
+        gateway.url + "/v2/images/abc", data=b'[{"op": "replace", "path": "/name", "value": "x"}]', headers={"Content-Type": V21}
+    ) as response:
+        assert response.status == 502
+        assert (await response.json())["error"]["message"] == "The upstream's answer is larger than the gateway reads whole."
