@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.benchmarks.servers import HERE, IMAGE_ID
+from tests.benchmarks.servers import DRIVER_CPUS, HERE, IMAGE_ID, pinned
 
 IMAGE_PATH = f"/v2/images/{IMAGE_ID}"
 V20 = "application/openstack-images-v2.0-json-patch"
@@ -83,7 +83,7 @@ def wrk(url: str, call: Call, *, connections: int, seconds: int, threads: int = 
         binary, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
         "-s", str(HERE / "patch.lua"), url + IMAGE_PATH, "--", call.method, call.content_type, call.body,
     ]
-    finished = subprocess.run(command, capture_output=True, text=True, check=True)
+    finished = subprocess.run(pinned(command, DRIVER_CPUS), capture_output=True, text=True, check=True)
     line = next(line for line in finished.stdout.splitlines() if line.startswith("BENCH "))
     summary = json.loads(line.removeprefix("BENCH "))
     return Rate(
@@ -110,7 +110,7 @@ def _curl(arguments: list[str]) -> tuple[int, int, float]:
     if binary is None:
         raise RuntimeError("curl is not installed (Debian: apt-get install curl)")
     command = [binary, "-sS", "-o", "/dev/null", "-H", "Expect:", "-H", "X-Auth-Token: bench-token", *arguments]
-    finished = subprocess.run(command, capture_output=True, text=True, check=True)
+    finished = subprocess.run(pinned(command, DRIVER_CPUS), capture_output=True, text=True, check=True)
     status, size, seconds = finished.stdout.split()
     return int(status), int(size), float(seconds)
 

@@ -49,10 +49,13 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="transfers per path and direction, median reported (default 3)")
     parser.add_argument("--big", action="store_true", help="also stream 4 GiB each way through ims-gateway: RSS must not grow")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="ims-gateway workers for the N-worker path (default: nproc)")
+    parser.add_argument("--no-pinning", action="store_true", help="leave every process to the scheduler")
     parser.add_argument("--out", type=Path, default=servers.REPO / "bench-results", help="where results go (default bench-results/)")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.size_mib, args.repeat = 2, 256, 1
+    if args.no_pinning:
+        os.environ[servers.NO_PINNING] = "1"
     return args
 
 
@@ -62,7 +65,16 @@ def machine() -> str:
         platform.processor() or "unknown CPU",
     )
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
-    return f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python {platform.python_version()}, load average before the run {load}"
+    placement = (
+        f"the proxy under test alone on CPU {servers.PROXY_CPUS[0]}, wrk, curl and the nginx upstream on CPU "
+        f"{','.join(map(str, servers.DRIVER_CPUS))}, N workers on all"
+        if servers.pinned(["x"], servers.PROXY_CPUS) != ["x"]
+        else "no CPU pinning"
+    )
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, Python {platform.python_version()}; "
+        f"{placement}; load average before the run {load}"
+    )
 
 
 class Paths:

@@ -24,7 +24,20 @@ REPO = HERE.parent.parent
 IMAGE_JSON = json.dumps(json.loads((HERE / "image.json").read_text()), separators=(",", ":"))
 IMAGE_ID = json.loads(IMAGE_JSON)["id"]
 TICKS = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+# The proxy under test gets a CPU of its own; the load generator and the upstream share the
+# others. Left to the scheduler, who lands next to whom swung requests/s by a third.
+CPUS = sorted(os.sched_getaffinity(0))
+NO_PINNING = "IMS_BENCH_NO_PINNING"
+PROXY_CPUS = CPUS[-1:]
+DRIVER_CPUS = CPUS[:-1] or CPUS
+
+
+def pinned(command: list[str], cpus: list[int]) -> list[str]:
+    """``command`` run on ``cpus`` only (with its threads and children), when there is a choice."""
+    taskset = shutil.which("taskset")
+    if taskset is None or len(CPUS) < 2 or cpus == CPUS or os.environ.get(NO_PINNING):
+        return command
+    return [taskset, "-c", ",".join(map(str, cpus)), *command]
 
 
 def free_port() -> int:
@@ -117,11 +130,18 @@ class Server:
         return self.process.returncode
 
 
-def start(name: str, command: list[str], port: int, workdir: Path, env: Mapping[str, str] | None = None) -> Server:
+def start(
+    name: str,
+    command: list[str],
+    port: int,
+    workdir: Path,
+    env: Mapping[str, str] | None = None,
+    cpus: list[int] = PROXY_CPUS,
+) -> Server:
     log = workdir / f"{name}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})}
+            pinned(command, cpus), stdout=output, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})}
         )
     server = Server(name, process, port, log)
     try:
@@ -139,13 +159,14 @@ def _render(template: str, values: Mapping[str, object]) -> str:
     return text
 
 
-def nginx(name: str, template: str, workdir: Path, **values: object) -> Server:
+def nginx(name: str, template: str, workdir: Path, cpus: list[int], **values: object) -> Server:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     (workdir / "tmp").mkdir(exist_ok=True)
     port = free_port()
     conf = workdir / f"{name}.conf"
     conf.write_text(_render(template, {"DIR": workdir, "PORT": port, **values}))
-    return start(name, [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / f"{name}-error.log")], port, workdir)
+    command = [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / f"{name}-error.log")]
+    return start(name, command, port, workdir, cpus=cpus)
 
 
 @dataclasses.dataclass
@@ -191,11 +212,11 @@ def spool() -> Iterator[Spool]:
 
 
 def upstream(workdir: Path, area: Spool) -> Server:
-    return nginx("upstream", "upstream.conf", workdir, SPOOL=area.root, IMAGE_JSON=IMAGE_JSON)
+    return nginx("upstream", "upstream.conf", workdir, DRIVER_CPUS, SPOOL=area.root, IMAGE_JSON=IMAGE_JSON)
 
 
 def nginx_proxy(workdir: Path, upstream_server: Server) -> Server:
-    return nginx("nginx-proxy", "proxy.conf", workdir, UPSTREAM_PORT=upstream_server.port)
+    return nginx("nginx-proxy", "proxy.conf", workdir, PROXY_CPUS, UPSTREAM_PORT=upstream_server.port)
 
 
 def floor(workdir: Path, upstream_server: Server) -> Server:
@@ -216,4 +237,5 @@ def gateway(name: str, workdir: Path, upstream_server: Server, *, workers: int =
     if workers != 1:
         command += ["--workers", str(workers)]
     environment = {"IMS_GATEWAY_LOGGING_LEVEL": "warning", **(env or {})}
-    return start(name, command, port, workdir, environment)
+    # N workers are given every CPU: that is what scaling means on this machine.
+    return start(name, command, port, workdir, environment, cpus=PROXY_CPUS if workers == 1 else CPUS)
