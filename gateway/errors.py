@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-# Codes of our own, in IMS's "XXX.NNNN" style; IMS uses the IMG. prefix.
+# Codes of our own, in IMS's "PREFIX.NNNN" style; IMS uses the IMG. prefix.
 BAD_REQUEST = "IMSGW.0400"
 FORBIDDEN_ATTRIBUTE = "IMSGW.0403"
 REQUEST_TIMEOUT = "IMSGW.0408"
@@ -26,7 +26,6 @@ HEADERS_TOO_LARGE = "IMSGW.0431"
 INTERNAL = "IMSGW.0500"
 NOT_IMPLEMENTED = "IMSGW.0501"
 UPSTREAM_UNREACHABLE = "IMSGW.0502"
-UNAVAILABLE = "IMSGW.0503"
 UPSTREAM_TIMEOUT = "IMSGW.0504"
 
 JSON_CONTENT_TYPE = "application/json"

@@ -38,6 +38,16 @@ async def echo_json(request: web.Request, seen: Seen) -> web.StreamResponse:
     return web.json_response({"method": seen.method, "path": seen.raw_path, "size": len(seen.body)})
 
 
+async def breaks_mid_body(request: web.Request, seen: Seen) -> web.StreamResponse:
+    """Promise 100000 bytes, send 1000, then drop the connection."""
+    response = web.StreamResponse(headers={"Content-Length": "100000"})
+    await response.prepare(request)
+    await response.write(b"a" * 1000)
+    assert request.transport is not None
+    request.transport.abort()
+    return response
+
+
 class Recorder:
     """A stand-in upstream that records every request; tests program its answers."""
 

@@ -42,7 +42,7 @@ from gateway.metrics import (
 )
 from gateway.patch import V20_MEDIA_TYPE as V20
 from gateway.patch import V21_MEDIA_TYPE as V21
-from tests.conftest import Gateway, GatewayFactory, Recorder, Seen, make_settings, raw_request
+from tests.conftest import breaks_mid_body, Gateway, GatewayFactory, Recorder, Seen, make_settings, raw_request
 
 UA = "python-glanceclient/4.1.0 keystoneauth1/5.1.2 python-requests/2.31.0 CPython/3.11.4"
 RENAME_V21 = '[{"op": "replace", "path": "/name", "value": "renamed"}]'
@@ -441,15 +441,7 @@ async def test_an_upstream_timeout_is_counted(recorder: Recorder, make_gateway: 
 async def test_an_upstream_failing_mid_stream_is_counted(
     proxied: Gateway, recorder: Recorder, http: aiohttp.ClientSession
 ) -> None:
-    async def respond(request: web.Request, seen: Seen) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Length": "100000"})
-        await response.prepare(request)
-        await response.write(b"a" * 1000)
-        assert request.transport is not None
-        request.transport.abort()
-        return response
-
-    recorder.respond = respond
+    recorder.respond = breaks_mid_body
     with pytest.raises(aiohttp.ClientPayloadError):
         async with http.get(proxied.url + "/v2/images/x/file") as response:
             await response.read()

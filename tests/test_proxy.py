@@ -16,7 +16,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from tests.conftest import Gateway, GatewayFactory, Recorder, Seen, raw_request
+from tests.conftest import breaks_mid_body, Gateway, GatewayFactory, Recorder, Seen, raw_request
 
 REQUEST_ID = re.compile(r"req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
@@ -363,15 +363,7 @@ async def test_connect_timeout_is_a_504(make_gateway: GatewayFactory, http: aioh
 async def test_an_upstream_failing_mid_body_aborts_the_client_stream(
     gateway: Gateway, recorder: Recorder, http: aiohttp.ClientSession
 ) -> None:
-    async def respond(request: web.Request, seen: Seen) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Length": "100000"})
-        await response.prepare(request)
-        await response.write(b"a" * 1000)
-        assert request.transport is not None
-        request.transport.abort()
-        return response
-
-    recorder.respond = respond
+    recorder.respond = breaks_mid_body
     with pytest.raises(aiohttp.ClientPayloadError):
         async with http.get(gateway.url + "/v2/images/x/file") as response:
             assert response.status == 200
