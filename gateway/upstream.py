@@ -186,7 +186,6 @@ class Upstream:
         finally:
             response.release()
 
-
     async def call(
         self,
         method: str,
