@@ -220,10 +220,19 @@ def render(args: argparse.Namespace, when: str, host: str, rates: list[Result], 
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _missing_tools() -> list[str]:
+    return [tool for tool in ("nginx", "wrk", "curl") if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists())]
+
+
 def require_tools() -> None:
-    missing = [tool for tool in ("nginx", "wrk", "curl") if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists())]
+    """nginx, wrk and curl: installed with apt-get when missing and running as root, else a clear exit."""
+    missing = _missing_tools()
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing {', '.join(missing)} with apt-get", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], check=False)
+        missing = _missing_tools()
     if missing:
-        raise SystemExit(f"missing: {', '.join(missing)} (Debian: apt-get install {' '.join(missing)})")
+        raise SystemExit(f"missing: {', '.join(missing)} (Debian, as root: apt-get install {' '.join(missing)})")
 
 
 def main() -> int:
