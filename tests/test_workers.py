@@ -32,7 +32,11 @@ FAKE_WORKER = """
 import os, signal, sys, time
 from pathlib import Path
 starts, first_exit, term_exit, inherited = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[-1]
-first = not starts.exists()
+try:  # exactly one worker, the first to get here, is the one that dies
+    os.close(os.open(f"{starts}.first", os.O_CREAT | os.O_EXCL))
+    first = True
+except FileExistsError:
+    first = False
 signal.signal(signal.SIGTERM, (lambda *_: sys.exit(term_exit)) if term_exit >= 0 else signal.SIG_IGN)
 with starts.open("a") as log:
     log.write(f"{os.getpid()} {inherited}\\n")
@@ -52,6 +56,12 @@ def fake_worker(tmp_path: Path, *, first_exit: int = -1, term_exit: int = 0) -> 
 
 def started(starts: Path) -> list[str]:
     return starts.read_text().splitlines() if starts.exists() else []
+
+
+def all_ready(supervisor: workers.Supervisor, starts: Path) -> bool:
+    """Every live worker has written its start line (its SIGTERM handler is in place)."""
+    ready = {int(line.split()[0]) for line in started(starts)}
+    return all(process.pid in ready for process in supervisor.workers.values())
 
 
 async def until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
@@ -81,7 +91,7 @@ async def test_a_dead_worker_is_replaced_and_the_stop_is_still_clean(tmp_path: P
     command, starts = fake_worker(tmp_path, first_exit=3)
     supervisor = workers.Supervisor(settings, command, 2)
     running = asyncio.create_task(supervisor.run())
-    await until(lambda: len(started(starts)) == 3 and len(supervisor.workers) == 2)
+    await until(lambda: len(started(starts)) == 3 and len(supervisor.workers) == 2 and all_ready(supervisor, starts))
     supervisor.request_stop(signal.SIGTERM)
     assert await running == 0
     assert supervisor.workers == {}
