@@ -7,7 +7,6 @@ Composable on purpose: ``glance`` is one upstream; ``gateway`` is placed in fron
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import socket
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 from .cases import BASE_IMAGE
-from .harness import GlanceEnv, GlanceServer, ensure_env, run_glance
+from .harness import GlanceEnv, GlanceServer, answers, ensure_env, run_glance
 from .imageapi import ImageApi
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,26 +101,12 @@ def _gateway_environ() -> dict[str, str]:
     return environ
 
 
-def _healthy(admin_url: str) -> bool:
-    host, port = admin_url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        connection.request("GET", "/healthz")
-        response = connection.getresponse()
-        response.read()
-        return response.status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
-
-
 def _wait_healthy(process: subprocess.Popen[bytes], admin_url: str, log: Path) -> None:
     deadline = time.monotonic() + GATEWAY_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the gateway exited with {process.returncode} while starting:\n{log.read_text()}")
-        if _healthy(admin_url):
+        if answers(admin_url, "/healthz"):
             return
         time.sleep(0.1)
     process.kill()

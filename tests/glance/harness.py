@@ -348,17 +348,18 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> N
             raise RuntimeError(
                 f"Glance exited with code {process.returncode} while starting:\n{_tail(log)}"
             )
-        if _answers(url):
+        if answers(url, "/versions"):
             return
         time.sleep(0.2)
     raise RuntimeError(f"Glance did not answer within {START_TIMEOUT_S} s:\n{_tail(log)}")
 
 
-def _answers(url: str) -> bool:
+def answers(url: str, path: str) -> bool:
+    """Whether GET ``path`` on the server at ``url`` answers 200 (a readiness poll)."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
     try:
-        connection.request("GET", "/versions")
+        connection.request("GET", path)
         response = connection.getresponse()
         response.read()
         return response.status == 200
