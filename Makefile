@@ -23,7 +23,7 @@ test: install
 ## Benchmark against nginx and an aiohttp floor proxy (needs nginx, wrk, curl); tables in bench-results/.
 ## BENCH_ARGS="--quick" checks the suite in a minute; "--only streaming --big" adds 4 GiB transfers.
 bench: install
-	$(BIN)/python -m tests.benchmarks $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestServer
 from aiohttp.web_runner import BaseRunner
 from multidict import CIMultiDict
 
-from gateway import settings as settings_module
-from gateway.app import build_admin_app, build_app, runner_options
-from gateway.server import GatewayRunner
-from gateway.settings import Settings
+from gateway import config
+from gateway.config import Settings
+from gateway.edge.server import GatewayRunner
+from gateway.service.app import build_admin_app, build_app, runner_options
 
 
 @dataclasses.dataclass
@@ -82,7 +82,7 @@ def make_settings(**sections: dict[str, Any]) -> Settings:
     raw = {"server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0"}}
     for name, table in sections.items():
         raw[name] = {**raw.get(name, {}), **table}
-    return settings_module.build(raw)
+    return config.build(raw)
 
 
 @dataclasses.dataclass

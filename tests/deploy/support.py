@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-REPO = Path(__file__).resolve().parents[2]
+from testing.paths import REPO
+
 DEPLOY = REPO / "deploy"
 SHIPPED_CONFIG = REPO / "config" / "gateway.toml"
 
@@ -64,7 +65,7 @@ class Service:
     def __init__(self, argv: Sequence[str | os.PathLike[str]], log: Path, env: dict[str, str] | None = None) -> None:
         self.argv = [str(arg) for arg in argv]
         self.log = log
-        self._log_handle = open(log, "wb")
+        self._log_handle = open(log, "wb")  # noqa: SIM115 (closed in stop(), after the process)
         self.process = subprocess.Popen(
             self.argv, stdout=self._log_handle, stderr=subprocess.STDOUT, env=env or clean_env(), cwd=REPO
         )

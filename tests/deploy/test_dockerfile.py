@@ -15,8 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway import settings as settings_module
-from tests.deploy.support import DEPLOY, REPO, SHIPPED_CONFIG, Service, clean_env, free_port, http_get, wait_until
+from gateway import config
+from tests.deploy.support import (
+    DEPLOY,
+    REPO,
+    SHIPPED_CONFIG,
+    Service,
+    clean_env,
+    free_port,
+    http_get,
+    wait_until,
+)
 
 DOCKERFILE = DEPLOY / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -89,8 +98,8 @@ def stage() -> list[Instruction]:
 
 
 @pytest.fixture(scope="module")
-def shipped() -> settings_module.Settings:
-    return settings_module.load(SHIPPED_CONFIG, environ={})
+def shipped() -> config.Settings:
+    return config.load(SHIPPED_CONFIG, environ={})
 
 
 def test_instruction_parser_joins_continuations_and_skips_comments() -> None:
@@ -134,11 +143,11 @@ def test_cmd_reads_the_config_copied_from_config_dir(stage: list[Instruction]) -
 
 
 def test_exposed_ports_are_the_configured_listeners(
-    stage: list[Instruction], shipped: settings_module.Settings
+    stage: list[Instruction], shipped: config.Settings
 ) -> None:
     exposed = {int(port.split("/")[0]) for port in only(stage, "EXPOSE").arguments.split()}
     env = env_of(stage)
-    image = settings_module.load(SHIPPED_CONFIG, environ={k: v for k, v in env.items() if k.startswith("IMS_GATEWAY_")})
+    image = config.load(SHIPPED_CONFIG, environ={k: v for k, v in env.items() if k.startswith("IMS_GATEWAY_")})
     assert exposed == {shipped.server.listen.port, shipped.server.admin_listen.port}
     assert exposed == {image.server.listen.port, image.server.admin_listen.port}
     # Reachable from outside the container, which 127.0.0.1 (the shipped default) is not.

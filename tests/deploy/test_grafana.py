@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.promql import GRAFANA_VARIABLES, concrete, dashboard_expressions, rule_expressions
+from tests.deploy.promql import (
+    GRAFANA_VARIABLES,
+    concrete,
+    dashboard_expressions,
+    rule_expressions,
+)
 from tests.deploy.support import DEPLOY
 
 DASHBOARD = json.loads((DEPLOY / "grafana" / "ims-gateway.json").read_text())

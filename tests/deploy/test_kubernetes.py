@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway import __version__, settings as settings_module
-from gateway.__main__ import flag_overrides, parser
+from gateway import __version__, config
+from gateway.service.cli import flag_overrides, parser
 from tests.deploy.support import DEPLOY, REPO, SHIPPED_CONFIG
 
 KUSTOMIZE_DIR = DEPLOY / "kubernetes"
@@ -74,7 +74,7 @@ def config_map(docs: list[Doc], prefix: str) -> Doc:
 
 
 @pytest.fixture(scope="module")
-def pod_settings(rendered: list[Doc], tmp_path_factory: pytest.TempPathFactory) -> settings_module.Settings:
+def pod_settings(rendered: list[Doc], tmp_path_factory: pytest.TempPathFactory) -> config.Settings:
     """The settings the gateway in the pod starts with: its mounted file, its env and its args."""
     gateway = container(rendered)
     args = parser().parse_args(gateway["args"])
@@ -84,7 +84,7 @@ def pod_settings(rendered: list[Doc], tmp_path_factory: pytest.TempPathFactory) 
     env = {item["name"]: item["value"] for item in gateway.get("env", [])}
     for source in gateway.get("envFrom", []):
         env.update(one(rendered, "ConfigMap", source["configMapRef"]["name"])["data"])
-    return settings_module.load(config_file, environ=env, overrides=flag_overrides(args))
+    return config.load(config_file, environ=env, overrides=flag_overrides(args))
 
 
 def mounted_files(docs: list[Doc]) -> dict[str, str]:
@@ -141,7 +141,7 @@ def test_image_tag_is_this_version(rendered: list[Doc]) -> None:
 
 @pytest.mark.e2e
 def test_container_ports_are_the_listeners_the_gateway_binds(
-    rendered: list[Doc], pod_settings: settings_module.Settings
+    rendered: list[Doc], pod_settings: config.Settings
 ) -> None:
     server = pod_settings.server
     assert container_port(rendered, "http") == server.listen.port
@@ -150,14 +150,14 @@ def test_container_ports_are_the_listeners_the_gateway_binds(
 
 
 @pytest.mark.e2e
-def test_pods_forward_to_a_real_upstream_not_the_embedded_emulator(pod_settings: settings_module.Settings) -> None:
+def test_pods_forward_to_a_real_upstream_not_the_embedded_emulator(pod_settings: config.Settings) -> None:
     assert pod_settings.upstream.url.startswith("https://")
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(("probe", "path"), [("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")])
 def test_probes_use_the_admin_listener(
-    rendered: list[Doc], pod_settings: settings_module.Settings, probe: str, path: str
+    rendered: list[Doc], pod_settings: config.Settings, probe: str, path: str
 ) -> None:
     check = container(rendered)[probe]["httpGet"]
     assert check["path"] == path
@@ -165,7 +165,7 @@ def test_probes_use_the_admin_listener(
 
 
 @pytest.mark.e2e
-def test_grace_period_outlasts_the_drain(rendered: list[Doc], pod_settings: settings_module.Settings) -> None:
+def test_grace_period_outlasts_the_drain(rendered: list[Doc], pod_settings: config.Settings) -> None:
     pod = one(rendered, "Deployment")["spec"]["template"]["spec"]
     server = pod_settings.server
     assert pod["terminationGracePeriodSeconds"] > server.drain_delay + server.drain_timeout
@@ -211,7 +211,7 @@ def services_scraped(docs: list[Doc]) -> Iterator[tuple[Doc, Doc]]:
 
 @pytest.mark.e2e
 def test_service_monitor_scrapes_metrics_on_the_admin_port(
-    rendered: list[Doc], pod_settings: settings_module.Settings
+    rendered: list[Doc], pod_settings: config.Settings
 ) -> None:
     [(monitor, service)] = list(services_scraped(rendered))
     assert selects(service["spec"]["selector"], pod_labels(rendered))

@@ -19,8 +19,21 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.promql import Expression, concrete, dashboard_expressions, rule_expressions
-from tests.deploy.support import DEPLOY, Service, clean_env, free_port, gateway_argv, http_get, wait_until
+from tests.deploy.promql import (
+    Expression,
+    concrete,
+    dashboard_expressions,
+    rule_expressions,
+)
+from tests.deploy.support import (
+    DEPLOY,
+    Service,
+    clean_env,
+    free_port,
+    gateway_argv,
+    http_get,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 

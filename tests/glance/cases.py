@@ -423,10 +423,7 @@ POINTER_CASES = [
     ),
 ]
 
-_READ_ONLY = (
-    "created_at updated_at status checksum size virtual_size direct_url self file "
-    "schema id os_hash_algo os_hash_value"
-).split()
+_READ_ONLY = ["created_at", "updated_at", "status", "checksum", "size", "virtual_size", "direct_url", "self", "file", "schema", "id", "os_hash_algo", "os_hash_value"]
 
 ATTRIBUTE_CASES = [
     PatchCase(

@@ -24,7 +24,7 @@ import sys
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 MIB = 1 << 20
 TOKEN = "no-keystone"
@@ -98,7 +98,7 @@ class GlanceClientLibrary:
 
 class GlanceClientCli:
     # Options of `glance image-update` for base attributes; anything else is --property.
-    FLAGS = {
+    FLAGS: ClassVar[dict[str, str]] = {
         "min_ram": "--min-ram",
         "min_disk": "--min-disk",
         "visibility": "--visibility",

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .harness import GlanceEnv
+from testing.glance import GlanceEnv
 
 SCRIPT = Path(__file__).resolve().with_name("client_flow.py")
 CLIENTS = ("glanceclient-cli", "glanceclient-lib", "openstacksdk")

@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
+from testing.glance import GlanceEnv, GlanceServer, answers, ensure_env, run_glance
+from testing.paths import REPO
+
 from .cases import BASE_IMAGE
-from .harness import GlanceEnv, GlanceServer, answers, ensure_env, run_glance
 from .imageapi import ImageApi
 
-REPO = Path(__file__).resolve().parents[2]
 GATEWAY_START_TIMEOUT_S = 30
 GATEWAY_STOP_TIMEOUT_S = 30
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from testing.glance import GlanceEnv, GlanceServer
+
 from .clients import CLIENTS, run_client_flow
-from .harness import GlanceEnv, GlanceServer
 
 pytestmark = [pytest.mark.glance, pytest.mark.e2e]
 

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from gateway import conflicts, errors
+from gateway.edge import errors
+from gateway.patch import conflicts
+from testing.glance import GlanceServer
 
 from .cases import ACCEPT_PATCH, ALL_CASES, MALFORMED, SCHEMA, PatchCase, ops, v20, v21
 from .conftest import REPO, GatewayProcess
-from .harness import GlanceServer
 from .imageapi import V20, V21, ImageApi, Reply, comparable
 
 pytestmark = [pytest.mark.glance, pytest.mark.e2e]

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from testing.glance import REQUIREMENTS, GlanceServer
+
 from .cases import ACCEPT_PATCH, ALL_CASES, PatchCase, ops, v20, v21
-from .harness import REQUIREMENTS, GlanceServer
 from .imageapi import V20, V21, ImageApi, comparable
 
 pytestmark = [pytest.mark.glance, pytest.mark.e2e]

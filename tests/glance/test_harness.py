@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from testing.glance import _read_record, requirements_key
+
 from .client_flow import parse_table
-from .harness import _read_record, requirements_key
 
 pytestmark = [pytest.mark.glance, pytest.mark.e2e]
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.faulty_upstream import FaultyUpstream
+from testing.faulty_upstream import FaultyUpstream
+from testing.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 _LISTENING = re.compile(r"listening on http://(\S+) \(admin on http://(\S+)\)")
 
 
@@ -55,7 +55,7 @@ class GatewayProcess:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--config", str(self.config), "--upstream", upstream_url],
-            cwd=ROOT,
+            cwd=REPO,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

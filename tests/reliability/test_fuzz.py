@@ -26,9 +26,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.patch import V20_MEDIA_TYPE, V21_MEDIA_TYPE, Change
-from gateway.policy import DEFAULT_FORBIDDEN_ATTRIBUTES, AttributeClass, Policy
-from tests.faulty_upstream import FaultyUpstream, Received
+from gateway.patch.parser import V20_MEDIA_TYPE, V21_MEDIA_TYPE, Change
+from gateway.patch.policy import DEFAULT_FORBIDDEN_ATTRIBUTES, AttributeClass, Policy
+from testing.faulty_upstream import FaultyUpstream, Received
 from tests.reliability.conftest import GatewayProcess, RawConnection, Response
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -260,7 +260,7 @@ def readings(pointer: str) -> list[tuple[str, ...]]:
     """The attribute paths a pointer may name: Glance's reading (leading slashes dropped,
     tokens stripped), and the first token as RFC 6901 reads it, stripped or not."""
     glance = tuple(_unescape(token).strip() for token in pointer.lstrip("/").split("/"))
-    first = _unescape(pointer[1:].split("/")[0])
+    first = _unescape(pointer[1:].split("/", maxsplit=1)[0])
     return [glance, (first,), (first.strip(),)]
 
 

@@ -7,9 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.patch import V20_MEDIA_TYPE, V21_MEDIA_TYPE
-from tests.faulty_upstream import FaultyUpstream
-from tests.reliability.conftest import GatewayProcess, Response, is_ims_error, read_response
+from gateway.patch.parser import V20_MEDIA_TYPE, V21_MEDIA_TYPE
+from testing.faulty_upstream import FaultyUpstream
+from tests.reliability.conftest import (
+    GatewayProcess,
+    Response,
+    is_ims_error,
+    read_response,
+)
 
 pytestmark = pytest.mark.e2e
 

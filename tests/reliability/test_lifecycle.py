@@ -7,8 +7,13 @@ import signal
 
 import pytest
 
-from tests.faulty_upstream import FaultyUpstream, eventually
-from tests.reliability.conftest import ConnectionClosed, SpawnGateway, fetch, read_response
+from testing.faulty_upstream import FaultyUpstream, eventually
+from tests.reliability.conftest import (
+    ConnectionClosed,
+    SpawnGateway,
+    fetch,
+    read_response,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -16,8 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.patch import V20_MEDIA_TYPE, V21_MEDIA_TYPE
-from tests.reliability.conftest import ROOT, ConnectionClosed, RawConnection, SpawnGateway, build_request, fetch
+from gateway.patch.parser import V20_MEDIA_TYPE, V21_MEDIA_TYPE
+from tests.reliability.conftest import (
+    REPO,
+    ConnectionClosed,
+    RawConnection,
+    SpawnGateway,
+    build_request,
+    fetch,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -41,7 +48,7 @@ def emulator(tmp_path: Path) -> Iterator[str]:
     port = _free_port()
     log = (tmp_path / "emulator.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "emulator", "--listen", f"127.0.0.1:{port}"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "gateway", "emulator", "--listen", f"127.0.0.1:{port}"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         deadline = time.monotonic() + 30

@@ -3,12 +3,15 @@ message that never repeats the request's bytes."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine, InvalidHeader, LineTooLong
+from aiohttp.http_exceptions import (
+    BadHttpMessage,
+    BadStatusLine,
+    InvalidHeader,
+    LineTooLong,
+)
 
-from gateway.server import describe
+from gateway.edge.server import describe
 
 SECRET = "gAAAAAsecret"
 
@@ -23,7 +26,7 @@ SECRET = "gAAAAAsecret"
         (400, InvalidHeader(f"X-Auth-Token: {SECRET}\x00".encode()), (400, "IMSGW.0400", "The request is not valid HTTP/1.1: Invalid HTTP header.")),
         (400, BadStatusLine(f"GET /?{SECRET} HTTP/1.1"), (400, "IMSGW.0400", "The request is not valid HTTP/1.1: Malformed HTTP request.")),
         (400, BadHttpMessage(f"{SECRET}9 is odd"), (400, "IMSGW.0400", "The request is not valid HTTP/1.1: Malformed HTTP request.")),
-        (504, asyncio.TimeoutError(), (504, "IMSGW.0504", "The request timed out.")),
+        (504, TimeoutError(), (504, "IMSGW.0504", "The request timed out.")),
         (500, RuntimeError(SECRET), (500, "IMSGW.0500", "The gateway failed to handle the request.")),
         (500, None, (500, "IMSGW.0500", "The gateway failed to handle the request.")),
     ],

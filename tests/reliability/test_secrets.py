@@ -12,9 +12,15 @@ import uuid
 
 import pytest
 
-from gateway.patch import V20_MEDIA_TYPE, V21_MEDIA_TYPE
-from tests.faulty_upstream import FaultyUpstream
-from tests.reliability.conftest import GatewayProcess, Response, SpawnGateway, build_request, fetch
+from gateway.patch.parser import V20_MEDIA_TYPE, V21_MEDIA_TYPE
+from testing.faulty_upstream import FaultyUpstream
+from tests.reliability.conftest import (
+    GatewayProcess,
+    Response,
+    SpawnGateway,
+    build_request,
+    fetch,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -73,7 +79,7 @@ async def every_path(gateway: GatewayProcess, upstream: FaultyUpstream) -> list[
     keep(await fetch(url + patch, "PATCH", credentials(**{"Content-Type": V21_MEDIA_TYPE, "Transfer-Encoding": "gzip, chunked"}), None))
     # aiohttp's parser quotes the bytes around an error: the credentials are right there.
     answers.append(await raw(url, (head_with_credentials("GET", "/") + "X-Bad: a\x00b\r\n\r\n").encode()))
-    answers.append(await raw(url, (head_with_credentials("GET", "/") + f"Content-Length: 1\r\nContent-Length: 2\r\n\r\n").encode()))
+    answers.append(await raw(url, (head_with_credentials("GET", "/") + "Content-Length: 1\r\nContent-Length: 2\r\n\r\n").encode()))
     answers.append(await raw(url, (f"GET / HTTP/1.1\r\nHost: gw\r\nX-Auth-Token: {SECRETS['X-Auth-Token']}{'a' * 9000}\r\n\r\n").encode()))
     answers.append(await raw(url, head_with_credentials("GET", "/slow-head").encode()))  # never finished: 408
     for fault in ("silent", "reset", "reset_mid:100", "truncate:100", "status:500", "status:503"):

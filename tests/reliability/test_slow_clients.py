@@ -8,9 +8,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.patch import V21_MEDIA_TYPE
-from tests.faulty_upstream import FaultyUpstream
-from tests.reliability.conftest import GatewayProcess, RawConnection, Response, build_request, is_ims_error, read_response
+from gateway.patch.parser import V21_MEDIA_TYPE
+from testing.faulty_upstream import FaultyUpstream
+from tests.reliability.conftest import (
+    GatewayProcess,
+    RawConnection,
+    Response,
+    build_request,
+    is_ims_error,
+    read_response,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -8,9 +8,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.patch import V20_MEDIA_TYPE, V21_MEDIA_TYPE
-from tests.faulty_upstream import FaultyUpstream, eventually
-from tests.reliability.conftest import GatewayProcess, Response, SpawnGateway, build_request, fetch, metric_value, settled
+from gateway.patch.parser import V20_MEDIA_TYPE, V21_MEDIA_TYPE
+from testing.faulty_upstream import FaultyUpstream, eventually
+from tests.reliability.conftest import (
+    GatewayProcess,
+    Response,
+    SpawnGateway,
+    build_request,
+    fetch,
+    metric_value,
+    settled,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

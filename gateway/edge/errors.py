@@ -1,0 +1,107 @@
+"""The gateway's own answers: the error classes and how they are rendered.
+
+Every error the gateway answers by itself is JSON in the IMS error shape,
+``{"error": {"code": ..., "message": ...}}``, so that clients which already parse IMS
+errors read ours too. The request id is added to the error object so that a client
+author can quote it to an operator.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from gateway.vocabulary import FailureKind
+
+# Codes of our own, in IMS's "PREFIX.NNNN" style; IMS uses the IMG. prefix.
+BAD_REQUEST = "IMSGW.0400"
+FORBIDDEN_ATTRIBUTE = "IMSGW.0403"
+REQUEST_TIMEOUT = "IMSGW.0408"
+CONFLICT = "IMSGW.0409"
+GONE = "IMSGW.0410"
+TOO_LARGE = "IMSGW.0413"
+UNSUPPORTED_MEDIA_TYPE = "IMSGW.0415"
+HEADERS_TOO_LARGE = "IMSGW.0431"
+INTERNAL = "IMSGW.0500"
+NOT_IMPLEMENTED = "IMSGW.0501"
+UPSTREAM_UNREACHABLE = "IMSGW.0502"
+UPSTREAM_TIMEOUT = "IMSGW.0504"
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+class GatewayError(Exception):
+    """An answer the gateway gives by itself instead of forwarding the request."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        details: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.details = details
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFailure:
+    """Why a request could not be completed upstream."""
+
+    kind: FailureKind
+    status: int  # what the client gets: 502 or 504
+    message: str
+
+
+class UpstreamError(GatewayError):
+    """The upstream could not be reached or did not answer: 502 or 504."""
+
+    def __init__(self, failure: UpstreamFailure) -> None:
+        code = UPSTREAM_TIMEOUT if failure.status == 504 else UPSTREAM_UNREACHABLE
+        super().__init__(failure.status, code, failure.message)
+        self.failure = failure
+
+
+def error_document(
+    code: str, message: str, *, request_id: str | None = None, details: Any = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    if request_id:
+        error["request_id"] = request_id
+    return {"error": error}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    request_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    details: Any = None,
+) -> web.Response:
+    body = json.dumps(
+        error_document(code, message, request_id=request_id, details=details),
+        ensure_ascii=False,
+    ).encode()
+    response = web.Response(
+        status=status, body=body, content_type=JSON_CONTENT_TYPE, charset="utf-8"
+    )
+    if headers:
+        response.headers.update(headers)
+        if response.headers.get("Connection", "").lower() == "close":
+            # The header alone would not stop aiohttp from reading a next request.
+            response.force_close()
+    return response

@@ -1,0 +1,256 @@
+"""Forwarding to IMS: the one client session, streaming both ways, failures as 502/504.
+
+The gateway is transparent: method, path and query go upstream exactly as received, every
+end-to-end header goes both ways (``gateway.edge.headers``), and bodies stream with
+backpressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from gateway.config.schema import UpstreamSettings
+from gateway.edge.errors import UpstreamError, UpstreamFailure
+from gateway.edge.headers import (
+    SKIP_AUTO_HEADERS,
+    X_FORWARDED_FOR,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
+    X_REQUEST_ID,
+    append,
+    end_to_end,
+)
+from gateway.vocabulary import FailureKind
+
+if TYPE_CHECKING:
+    from gateway.context import RequestContext
+
+log = logging.getLogger("ims_gateway.upstream")
+
+# Read buffer of a streamed body, each way: larger pieces, fewer loop turns per GiB.
+STREAM_CHUNK = 256 * 1024
+
+
+def classify_failure(exc: BaseException) -> UpstreamFailure:
+    if isinstance(exc, AnswerTooLarge):
+        return UpstreamFailure(FailureKind.RESET, 502, "The upstream's answer is larger than the gateway reads whole.")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return UpstreamFailure(FailureKind.TLS, 502, "The upstream's TLS certificate could not be verified.")
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
+        return UpstreamFailure(FailureKind.TLS, 502, "The TLS handshake with the upstream failed.")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamFailure(FailureKind.REFUSED, 502, "The upstream refused the connection or could not be reached.")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamFailure(
+            FailureKind.TIMEOUT, 504, "No connection to the upstream in time: it did not accept one, or the pool was busy."
+        )
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamFailure(FailureKind.TIMEOUT, 504, "The upstream did not answer in time.")
+    return UpstreamFailure(FailureKind.RESET, 502, "The upstream closed the connection before answering.")
+
+
+# Errors an upstream exchange may raise; anything else is a bug and must surface.
+UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+# A small call's whole answer is held in memory: an image document is a few KiB.
+MAX_ANSWER_BYTES = 1024 * 1024
+# A streamed answer this small is read whole and sent in one write with its headers.
+SMALL_ANSWER = 64 * 1024
+_EMPTY = frozenset({204, 304})
+
+
+class Upstream:
+    """The one upstream: base URL, shared session, and how a request is sent there."""
+
+    def __init__(self, settings: UpstreamSettings, base_url: str, session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.base = URL(base_url)
+        self.session = session
+        self._prefix = self.base.raw_path.rstrip("/")
+        self._root = str(self.base.origin()) + self._prefix
+        self._host = (self.base.raw_host or "") + (f":{self.base.port}" if not self.base.is_default_port() else "")
+
+    def url_for(self, raw_path: str) -> URL:
+        """Upstream URL for a raw request target, neither decoded nor normalised."""
+        return URL(self._root + raw_path, encoded=True)
+
+    def request_headers(self, request: web.Request, request_id: str) -> CIMultiDict[str]:
+        headers = end_to_end(request.headers)
+        if request.remote:
+            append(headers, X_FORWARDED_FOR, request.remote)
+        append(headers, X_FORWARDED_PROTO, request.scheme)
+        client_host = request.headers.get(hdrs.HOST)
+        if client_host:
+            append(headers, X_FORWARDED_HOST, client_host)
+        if not self.settings.preserve_host or not client_host:
+            headers[hdrs.HOST] = self._host
+        headers[X_REQUEST_ID] = request_id
+        return headers
+
+    @asynccontextmanager
+    async def exchange(
+        self,
+        method: str,
+        raw_path: str,
+        headers: Mapping[str, str],
+        data: bytes | aiohttp.StreamReader | None,
+        context: RequestContext | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send one request upstream; connection and timeout failures become GatewayError.
+
+        With a ``context``, the time until IMS's response headers is added to its
+        ``upstream_seconds``.
+        """
+        started = time.perf_counter()
+        try:
+            response = await self.session.request(
+                method,
+                self.url_for(raw_path),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                skip_auto_headers=SKIP_AUTO_HEADERS,
+                compress=None,
+            )
+        except UPSTREAM_ERRORS as exc:
+            failure = classify_failure(exc)
+            log.warning("upstream %s: %s %s: %r", failure.kind, method, self.base, exc)
+            raise UpstreamError(failure) from exc
+        finally:
+            if context is not None:
+                context.upstream_seconds = (context.upstream_seconds or 0.0) + time.perf_counter() - started
+        try:
+            yield response
+        finally:
+            response.release()
+
+    async def call(
+        self,
+        method: str,
+        raw_path: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+        context: RequestContext | None = None,
+    ) -> Answer:
+        """A small call: the body in memory, the whole answer read (at most MAX_ANSWER_BYTES)."""
+        async with self.exchange(method, raw_path, headers, body, context) as response:
+            data = await read_whole(response)
+            return Answer(response.status, response.reason or "", response.headers, data)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A small upstream answer, read whole."""
+
+    status: int
+    reason: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+class AnswerTooLarge(aiohttp.ClientError):
+    """An answer the gateway reads whole turned out larger than MAX_ANSWER_BYTES."""
+
+
+def answer_response(answer: Answer, extra_headers: Mapping[str, str]) -> web.Response:
+    """A small call's answer for the client: its end-to-end headers and whole body, sent in one write."""
+    headers = end_to_end(answer.headers)
+    headers.update(extra_headers)
+    return web.Response(status=answer.status, reason=answer.reason, headers=headers, body=answer.body)
+
+
+async def read_whole(response: aiohttp.ClientResponse, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """A whole (small) upstream body, for the gateway itself to read; a failure is an UpstreamError.
+
+    Never holds more than ``limit`` + one chunk: a larger answer is a 502.
+    """
+    try:
+        if response.content_length is not None and response.content_length > limit:
+            raise AnswerTooLarge(f"Content-Length {response.content_length} > {limit}")
+        chunks = []
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge(f"more than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except UPSTREAM_ERRORS as exc:
+        failure = classify_failure(exc)
+        log.warning("upstream %s while reading an answer: %r", failure.kind, exc)
+        raise UpstreamError(failure) from exc
+
+
+def client_ssl(settings: UpstreamSettings) -> ssl.SSLContext | bool:
+    if not settings.verify_tls:
+        return False
+    context = ssl.create_default_context(cafile=settings.ca_file or None)
+    if settings.client_cert:
+        context.load_cert_chain(settings.client_cert, settings.client_key or None)
+    return context
+
+
+def create_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=settings.pool_size, limit_per_host=0, ssl=client_ssl(settings))
+    timeout = aiohttp.ClientTimeout(
+        # connect bounds the wait for a free pooled connection too: with every one busy
+        # (slow downloads), a request gets a 504 instead of waiting for ever.
+        total=None, connect=settings.connect_timeout, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        skip_auto_headers=SKIP_AUTO_HEADERS,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        raise_for_status=False,
+        read_bufsize=STREAM_CHUNK,
+    )
+
+
+async def relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    extra_headers: Mapping[str, str],
+    context: RequestContext,
+) -> web.StreamResponse:
+    """Stream an upstream response to the client, byte for byte.
+
+    Once the status line is sent a failure cannot become an error response: the client
+    connection is aborted instead, so that a truncated body is never mistaken for a whole one.
+    A small body of known length is read whole first and sent with the headers in one write.
+    """
+    headers = end_to_end(upstream.headers)
+    headers.update(extra_headers)
+    length = upstream.content_length
+    if length is not None and length <= SMALL_ANSWER and upstream.status not in _EMPTY and request.method != "HEAD":
+        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=await read_whole(upstream))
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    await response.prepare(request)
+    try:
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+            context.response_bytes += len(chunk)
+    except UPSTREAM_ERRORS as exc:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise  # the client went away: aiohttp counts it as a disconnect
+        context.upstream_failure = classify_failure(exc)
+        log.warning(
+            "upstream %s after the response started; aborting the client connection: %r",
+            context.upstream_failure.kind,
+            exc,
+        )
+        transport.abort()
+    return response

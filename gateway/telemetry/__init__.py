@@ -1,0 +1,1 @@
+"""What the gateway tells operators: metrics, the migration report, client labels."""

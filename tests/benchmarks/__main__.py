@@ -1,5 +1,0 @@
-import sys
-
-from tests.benchmarks.run import main
-
-sys.exit(main())
