@@ -44,6 +44,11 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+async def _publishing(app: web.Application) -> AsyncIterator[None]:
+    async for _ in app[METRICS].publishing():
+        yield
+
+
 def build_app(
     settings: Settings,
     *,
@@ -69,6 +74,7 @@ def build_app(
     app[RUNTIME] = Runtime(Config.from_settings(settings), clock=clock, load=load)
     app[METRICS] = metrics.Metrics(registry if registry is not None else metrics.process_registry(), settings)
     app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_publishing)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
 

@@ -6,8 +6,8 @@ inherited sockets; the kernel hands each new connection to one of them. Binding 
 parent works with port 0 and needs no SO_REUSEPORT. The parent serves no traffic; it:
 
 - makes PROMETHEUS_MULTIPROC_DIR a fresh directory for the run (or empties the one it is
-  given) before any worker imports prometheus-client, so that /metrics, from whichever
-  worker answers it, adds up the counts of all workers;
+  given), where every worker leaves its numbers, so that /metrics, from whichever worker
+  answers it, adds up the counts of all workers;
 - forwards SIGTERM/SIGINT to every worker, which drains as a single process does, and
   exits 0 once all of them exited 0 (1 otherwise); forwards SIGHUP (reload);
 - restarts a worker that dies, logging its exit; if workers die more than
@@ -34,10 +34,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway.config.schema import Address, Settings
+from gateway.telemetry import counts
+from gateway.telemetry.metrics import SHARE_DIRECTORY
 
 log = logging.getLogger("ims_gateway.workers")
 
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 INHERIT_FLAG = "--inherit-sockets"
 MAX_DEATHS = 5
 DEATH_WINDOW = 60.0
@@ -71,21 +72,13 @@ def inherited(spec: str) -> tuple[socket.socket, socket.socket]:
 
 def metrics_directory(environ: dict[str, str]) -> tuple[Path, bool]:
     """(the directory, whether the parent made it): a leftover file would add old counts."""
-    given = environ.get(MULTIPROC_DIR)
+    given = environ.get(SHARE_DIRECTORY)
     if given:
         path = Path(given)
         path.mkdir(parents=True, exist_ok=True)
-        for leftover in path.glob("*.db"):
-            leftover.unlink()
+        counts.clear(path)
         return path, False
     return Path(tempfile.mkdtemp(prefix="ims-gateway-metrics-")), True
-
-
-def mark_dead(directory: Path, pid: int) -> None:
-    """Drop a dead worker's live gauges (what prometheus_client.multiprocess.mark_process_dead does)."""
-    for stale in directory.glob(f"gauge_live*_{pid}.db"):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
 
 
 async def watch_parent(stop: Callable[[], None]) -> None:
@@ -144,7 +137,7 @@ class Supervisor:
         return 1 if self.failed else 0
 
     async def _start(self) -> None:
-        environment = {**os.environ, MULTIPROC_DIR: str(self.directory)}
+        environment = {**os.environ, SHARE_DIRECTORY: str(self.directory)}
         fds = tuple(sock.fileno() for sock in self.listeners)
         process = await asyncio.create_subprocess_exec(*self.argv, env=environment, pass_fds=fds, start_new_session=True)
         self.workers[asyncio.ensure_future(process.wait())] = process
@@ -158,7 +151,7 @@ class Supervisor:
                 done, _ = await asyncio.wait({*self.workers, stop}, return_when=asyncio.FIRST_COMPLETED)
                 for exited in done - {stop}:
                     process = self.workers.pop(exited)
-                    mark_dead(self.directory, process.pid)
+                    counts.forget_gauges(self.directory, process.pid)
                     log.error("worker %d exited with %s", process.pid, _describe(process.returncode))
                     if self._crash_looping():
                         log.error("workers died more than %d times within %.0f s: stopping", MAX_DEATHS, DEATH_WINDOW)
@@ -187,7 +180,7 @@ class Supervisor:
             await asyncio.wait(late)
             self.failed = True
         for process in self.workers.values():
-            mark_dead(self.directory, process.pid)
+            counts.forget_gauges(self.directory, process.pid)
             if process.returncode != 0:
                 log.error("worker %d exited with %s while draining", process.pid, _describe(process.returncode))
                 self.failed = True

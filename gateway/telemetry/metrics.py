@@ -1,92 +1,76 @@
-"""Prometheus metrics: definitions, bounded label values, and what one request adds to them.
+"""What one request adds to the metrics, and the observers of image PATCH calls.
 
-Every label value comes from a fixed set below, the route classes, the upstream failure
-kinds, or ``clients.ClientLabels`` (capped): never an image id, a token, a path or a
-User-Agent. Anything outside a set is counted as ``other``.
-
-The middleware calls ``request_started`` and then ``observe`` (or ``request_aborted``)
-once per request; label children are bound once and kept, because this runs on every
-request. Counter and gauge steps are summed per event-loop turn and added once at its
-end (``flush``): under load one turn answers many requests, and prometheus-client's
-per-increment cost was a tenth of a PATCH's (issue 8). Whatever reads the metrics
-(the registry, /metrics) flushes first, so no reader sees a count late.
-
-With PROMETHEUS_MULTIPROC_DIR set (``serve --workers N``) every worker writes its values
-there and /metrics adds up all of them; the gauges say how (``multiprocess_mode``).
+The dispatcher calls ``request_started`` and then ``observe`` (or ``request_aborted``)
+once per request. They add to plain numbers (``counts.Counts``) and hand every image PATCH
+call to the migration report and the per-call log line; prometheus-client reads the
+numbers only when /metrics is scraped (``counts.Collector``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import platform
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeVar
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-)
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.metrics_core import Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway import __version__
 from gateway.config.schema import MetricsSettings, ReportSettings, Settings
-from gateway.patch import parser as patch
-from gateway.telemetry import clients, report
-from gateway.vocabulary import AttributeClass, Mode, Outcome, Reason, Route, Shape
+from gateway.patch.parser import PatchError, shape_of
+from gateway.telemetry import calls, clients, report
+from gateway.telemetry.counts import Collector, Counts, WorkerShare
+from gateway.telemetry.families import (
+    ABORTED,
+    BUILD_INFO,
+    CLIENT_CALLS,
+    CONFIG_LAST_RELOAD_SUCCESSFUL,
+    CONFIG_RELOADS,
+    DEPRECATED_CALLS,
+    DEPRECATED_OPERATIONS,
+    IN_FLIGHT,
+    METHODS,
+    OTHER,
+    REJECTIONS,
+    REQUEST_BYTES,
+    REQUEST_DURATION,
+    REQUESTS,
+    RESPONSE_BYTES,
+    UPSTREAM_DURATION,
+    UPSTREAM_ERRORS,
+)
+from gateway.vocabulary import Mode, Outcome, Reason, ReloadResult, Route, Shape, Stage
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
 
-PREFIX: Final = "ims_gateway_"
-OTHER: Final = "other"
+log = logging.getLogger("ims_gateway.metrics")
 
-# From a millisecond JSON answer to an hour-long multi-GB image transfer.
-DURATION_BUCKETS: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-)  # fmt: skip
+# Where the workers of `serve --workers N` leave their numbers (the name prometheus-client
+# gives its own multiprocess directory; operators may set it to a directory of theirs).
+SHARE_DIRECTORY: Final = "PROMETHEUS_MULTIPROC_DIR"
+PUBLISH_SECONDS: Final = 1.0
 
-METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-ROUTES: Final = tuple(route.value for route in Route)
-ABORTED: Final = "aborted"  # no complete answer: the client went away mid-request
-STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", ABORTED)
-UPSTREAM_ERROR_KINDS: Final = ("refused", "timeout", "reset", "tls")
-# before_response: no answer from IMS (the client got a 502/504); mid_stream: IMS failed
-# after the answer started and the client connection was aborted.
-UPSTREAM_ERROR_STAGES: Final = ("before_response", "mid_stream")
-
-SHAPES: Final = tuple(shape.value for shape in Shape)
-OUTCOMES: Final = tuple(outcome.value for outcome in Outcome)
-MODES: Final = tuple(mode.value for mode in Mode)
-REJECTION_REASONS: Final = tuple(reason.value for reason in Reason)
-OPS: Final = patch.OPS
-ATTRIBUTE_CLASSES: Final = tuple(kind.value for kind in AttributeClass)
-CONFIG_RELOAD_RESULTS: Final = ("success", "failure")
-
-_OUTCOMES: Final = frozenset(OUTCOMES)
-_MODES: Final = frozenset(MODES)
-_REASONS: Final = frozenset(REJECTION_REASONS)
+_METHODS: Final = frozenset(METHODS)
 _STATUS_CLASS_OF: Final = {n: f"{n}xx" for n in range(1, 6)}
 
 
-MULTIPROC_DIR: Final = "PROMETHEUS_MULTIPROC_DIR"
+def status_class(status: int) -> str:
+    return _STATUS_CLASS_OF.get(status // 100, OTHER)
 
 
-def _multiprocess() -> bool:
-    # prometheus-client itself decides on this variable, once, at import.
-    return bool(os.environ.get(MULTIPROC_DIR))
+def worker_share() -> WorkerShare | None:
+    """The shared directory of this run's workers, or None for a single process."""
+    directory = os.environ.get(SHARE_DIRECTORY)
+    return WorkerShare(Path(directory)) if directory else None
 
 
 def process_registry() -> CollectorRegistry:
@@ -95,46 +79,15 @@ def process_registry() -> CollectorRegistry:
     With several workers these would describe only the one answering the scrape: left out.
     """
     registry = CollectorRegistry()
-    if not _multiprocess():
+    if worker_share() is None:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
     return registry
 
 
-def exposition_registry(registry: CollectorRegistry) -> CollectorRegistry:
-    """What /metrics serves: ``registry``, or with several workers the sum of all of them."""
-    if not _multiprocess():
-        return registry
-    combined = CollectorRegistry()
-    MultiProcessCollector(combined)
-    return combined
-
-
-def status_class(status: int) -> str:
-    return _STATUS_CLASS_OF.get(status // 100, OTHER)
-
-
-_Child = TypeVar("_Child", bound=MetricWrapperBase)
-
-
-def _child(cache: dict[tuple[str, ...], _Child], metric: _Child, key: tuple[str, ...]) -> _Child:
-    """``metric.labels(*key)``, bound once: ``labels()`` takes a lock and builds tuples each call."""
-    child = cache.get(key)
-    if child is None:
-        child = cache[key] = metric.labels(*key)
-    return child
-
-
-def _shape_of(request: web.Request) -> str:
-    try:
-        return patch.shape_of(request.headers.get(hdrs.CONTENT_TYPE)).value
-    except patch.PatchError:
-        return "unsupported"
-
-
 class Metrics:
-    """The gateway's metrics on one registry, and the migration report they feed."""
+    """The gateway's numbers on one registry, and the migration report they feed."""
 
     def __init__(
         self,
@@ -142,149 +95,40 @@ class Metrics:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
+        share: WorkerShare | None = None,
     ) -> None:
         self.registry = registry
-        self._pending: dict[MetricWrapperBase, float] = {}
-        # Registered before the metrics themselves: a collection flushes, then reads.
-        registry.register(_FlushFirst(self))
-        self.exposition = exposition_registry(registry)
+        self.counts = Counts()
+        self.share = share if share is not None else worker_share()
+        registry.register(Collector(self.counts, self.share))
         self.clock = clock
         self._metrics_settings: MetricsSettings = settings.metrics
         self._report_settings: ReportSettings = settings.report
         self.clients = clients.ClientLabels(_rules(settings.metrics), settings.metrics.client_label_cap)
         self.report = report.MigrationReport(settings.report.max_clients, clock)
-
-        def name(text: str) -> str:
-            return PREFIX + text
-
-        # A gauge rather than an Info: an Info is not shared between workers.
-        Gauge(
-            name("build_info"), "The running ims-gateway: always 1.", ("version", "python"),
-            registry=registry, multiprocess_mode="livemax",
-        ).labels(__version__, platform.python_version()).set(1)
-        self.requests = Counter(
-            name("requests_total"),
-            "Requests answered, by method (the usual ones, else other), route class and status class.",
-            ("method", "route", "status_class"),
-            registry=registry,
-        )
-        self.request_duration = Histogram(
-            name("request_duration_seconds"),
-            "Time from the request's headers to the end of the gateway's answer (the last byte, when streamed).",
-            ("route",),
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.upstream_duration = Histogram(
-            name("upstream_duration_seconds"),
-            "Time IMS took to answer a request (from sending it, upload included, to IMS's response headers); "
-            "a v2.0 add check's GET and the PATCH are summed.",
-            ("route",),
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.request_bytes = Counter(
-            name("request_body_bytes_total"), "Request body bytes received from clients.", ("route",), registry=registry
-        )
-        self.response_bytes = Counter(
-            name("response_body_bytes_total"), "Response body bytes sent to clients.", ("route",), registry=registry
-        )
-        self.in_flight = Gauge(
-            name("requests_in_flight"), "Requests being answered now.", ("route",),
-            registry=registry, multiprocess_mode="livesum",
-        )
-        self.upstream_errors = Counter(
-            name("upstream_errors_total"),
-            "Requests IMS failed: no answer (before_response: the client got 502/504) or a broken answer (mid_stream).",
-            ("kind", "stage"),
-            registry=registry,
-        )
-        self.deprecated_calls = Counter(
-            name("deprecated_calls_total"),
-            "PATCH /v2/images/{id} calls (the whole API is deprecated), by body shape, outcome and mode.",
-            ("shape", "outcome", "mode"),
-            registry=registry,
-        )
-        self.deprecated_operations = Counter(
-            name("deprecated_operations_total"),
-            "Operations in parsed PATCH /v2/images/{id} bodies, refused ones included, by shape, op and attribute class.",
-            ("shape", "op", "attribute_class"),
-            registry=registry,
-        )
-        self.rejections = Counter(
-            name("deprecated_rejections_total"),
-            "PATCH /v2/images/{id} calls the gateway refused (observe mode: would have refused), by shape, reason and mode.",
-            ("shape", "reason", "mode"),
-            registry=registry,
-        )
-        self.client_calls = Counter(
-            name("deprecated_client_calls_total"),
-            "PATCH /v2/images/{id} calls by client label (from the User-Agent, capped) and shape.",
-            ("client", "shape"),
-            registry=registry,
-        )
-        self.config_reloads = Counter(
-            name("config_reloads_total"), "Configuration reloads, by result.", ("result",), registry=registry
-        )
-        self.config_last_reload_successful = Gauge(
-            name("config_last_reload_successful"),
-            "1 when the last configuration reload succeeded (or none was tried), else 0 (any worker).",
-            registry=registry,
-            multiprocess_mode="livemin",
-        )
-        self.config_last_reload_successful.set(1)
-        self._bind()
-
-    def _bind(self) -> None:
-        """Bind the small label sets now, so that their series exist at 0 from the start
-        (ratios and ``rate()`` need them); the larger ones are bound on first use."""
-        self._in_flight = {route: self.in_flight.labels(route) for route in ROUTES}
-        self._duration = {route: self.request_duration.labels(route) for route in ROUTES}
-        self._upstream_duration = {route: self.upstream_duration.labels(route) for route in ROUTES}
-        self._request_bytes = {route: self.request_bytes.labels(route) for route in ROUTES}
-        self._response_bytes = {route: self.response_bytes.labels(route) for route in ROUTES}
-        self._upstream_errors = {
-            (kind, stage): self.upstream_errors.labels(kind, stage)
-            for kind in UPSTREAM_ERROR_KINDS
-            for stage in UPSTREAM_ERROR_STAGES
-        }
-        self._calls = {
-            (shape, outcome, mode): self.deprecated_calls.labels(shape, outcome, mode)
-            for shape in SHAPES
-            for outcome in OUTCOMES
-            for mode in MODES
-        }
-        self._reloads = {result: self.config_reloads.labels(result) for result in CONFIG_RELOAD_RESULTS}
-        self._requests: dict[tuple[str, ...], Counter] = {}
-        self._operations: dict[tuple[str, ...], Counter] = {}
-        self._rejections: dict[tuple[str, ...], Counter] = {}
-        self._client_calls: dict[tuple[str, ...], Counter] = {}
+        values = self.counts.values
+        values[BUILD_INFO][(__version__, platform.python_version())] = 1
+        values[CONFIG_LAST_RELOAD_SUCCESSFUL][()] = 1
+        # The series a request touches, looked up once here rather than on every request.
+        self._requests = values[REQUESTS]
+        self._in_flight = values[IN_FLIGHT]
+        self._request_bytes = values[REQUEST_BYTES]
+        self._response_bytes = values[RESPONSE_BYTES]
+        self._upstream_errors = values[UPSTREAM_ERRORS]
+        self._calls = values[DEPRECATED_CALLS]
+        self._operations = values[DEPRECATED_OPERATIONS]
+        self._rejections = values[REJECTIONS]
+        self._client_calls = values[CLIENT_CALLS]
+        self._duration = self.counts.histograms[REQUEST_DURATION]
+        self._upstream_duration = self.counts.histograms[UPSTREAM_DURATION]
 
     # -- per request ---------------------------------------------------------------
 
-    def _add(self, child: MetricWrapperBase, amount: float = 1) -> None:
-        """Step a bound counter or gauge by ``amount`` at the end of this event-loop turn."""
-        pending = self._pending
-        if not pending:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no event loop (a synchronous caller): at once
-                child.inc(amount)  # type: ignore[attr-defined]
-                return
-        pending[child] = pending.get(child, 0) + amount
-
-    def flush(self) -> None:
-        """Add up the steps of this turn (a collection calls it too)."""
-        pending, self._pending = self._pending, {}
-        for child, amount in pending.items():
-            if amount:
-                child.inc(amount)  # type: ignore[attr-defined]
-
     def request_started(self, context: RequestContext) -> None:
-        self._add(self._in_flight[context.route], 1)
+        self._in_flight[(context.route.value,)] += 1
 
     def observe(
-        self, request: web.Request, context: RequestContext, response: web.StreamResponse, seconds: float
+        self, request: web.BaseRequest, context: RequestContext, response: web.StreamResponse, seconds: float
     ) -> None:
         """Count a request the gateway answered (by itself or by relaying IMS)."""
         # A prepared response was relayed (and counted as it streamed); ours has its body still.
@@ -293,7 +137,7 @@ class Metrics:
         self._finish(request, context, status_class(response.status), response.status, seconds, sent, prepared)
 
     def request_aborted(
-        self, request: web.Request, context: RequestContext, exc: BaseException, seconds: float
+        self, request: web.BaseRequest, context: RequestContext, exc: BaseException, seconds: float
     ) -> None:
         """Count a request whose handler raised: the client went away, or a bug (aiohttp answers 500/504)."""
         gone = isinstance(exc, asyncio.CancelledError | ConnectionError)
@@ -302,7 +146,7 @@ class Metrics:
 
     def _finish(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         context: RequestContext,
         status_label: str,
         status: int | None,
@@ -310,59 +154,58 @@ class Metrics:
         sent: int,
         prepared: bool,
     ) -> None:
-        route = context.route
-        self._add(self._in_flight[route], -1)
-        method = request.method if request.method in METHODS else OTHER
-        self._add(_child(self._requests, self.requests, (method, route, status_label)))
+        route = (context.route.value,)
+        self._in_flight[route] -= 1
+        method = request.method if request.method in _METHODS else OTHER
+        self._requests[(method, route[0], status_label)] += 1
         self._duration[route].observe(seconds)
         if context.upstream_seconds is not None:
             self._upstream_duration[route].observe(context.upstream_seconds)
         received = request.content.total_bytes
         if received:
-            self._add(self._request_bytes[route], received)
+            self._request_bytes[route] += received
         if sent:
-            self._add(self._response_bytes[route], sent)
+            self._response_bytes[route] += sent
         failure = context.upstream_failure
         if failure is not None:
-            stage = "mid_stream" if prepared else "before_response"
-            self._add(_child(self._upstream_errors, self.upstream_errors, (failure.kind, stage)))
-        if route is Route.IMAGE_PATCH:
+            stage = Stage.MID_STREAM if prepared else Stage.BEFORE_RESPONSE
+            self._upstream_errors[(failure.kind.value, stage.value)] += 1
+        if context.route is Route.IMAGE_PATCH:
             self._deprecated_call(request, context, status, status_label)
 
-    # -- PATCH /v2/images/{id} -----------------------------------------------------
+    # -- image PATCH calls ---------------------------------------------------------
 
     def _deprecated_call(
-        self, request: web.Request, context: RequestContext, status: int | None, status_label: str
+        self, request: web.BaseRequest, context: RequestContext, status: int | None, status_label: str
     ) -> None:
-        settings = context.config.settings
-        self._follow(settings)
-        shape = context.shape if context.shape in SHAPES else _shape_of(request)
-        mode = context.mode if context.mode in _MODES else "enforce"
+        self._follow(context.config.settings)
+        shape = (context.shape or _shape_of(request)).value
+        mode = (context.mode or Mode.ENFORCE).value
         outcome = _outcome(context, status_label)
-        reason = (context.reason if context.reason in _REASONS else OTHER) if outcome == "rejected" else None
-        self._add(self._calls[(shape, outcome, mode)])
+        reason = (context.reason or Reason.OTHER).value if outcome is Outcome.REJECTED else None
+        self._calls[(shape, outcome.value, mode)] += 1
         if reason is not None:
-            self._add(_child(self._rejections, self.rejections, (shape, reason, mode)))
+            self._rejections[(shape, reason, mode)] += 1
         classify = context.config.policy.classify
         changes = [(change.op, classify(change).value) for change in context.changes]
         for op, kind in changes:
-            self._add(_child(self._operations, self.deprecated_operations, (shape, op, kind)))
+            self._operations[(shape, op, kind)] += 1
         client = self.clients.label(request.headers.get(hdrs.USER_AGENT))
-        self._add(_child(self._client_calls, self.client_calls, (client, shape)))
-        call = report.DeprecatedCall.of(
+        self._client_calls[(client, shape)] += 1
+        call = calls.DeprecatedCall.of(
             request,
             request_id=context.request_id,
             client=client,
             shape=shape,
             mode=mode,
-            outcome=outcome,
+            outcome=outcome.value,
             reason=reason,
             status=status,
             changes=changes,
             at=self.clock(),
         )
         self.report.record(call)
-        report.write_log_line(call)
+        calls.write_log_line(call)
 
     def _follow(self, settings: Settings) -> None:
         """Take up reloaded [metrics] and [report] settings (the request's own generation)."""
@@ -373,47 +216,68 @@ class Metrics:
             self._report_settings = settings.report
             self.report.resize(settings.report.max_clients)
 
-    # -- configuration ---------------------------------------------------------------
+    # -- configuration and lifecycle -----------------------------------------------
 
     def config_reloaded(self, ok: bool) -> None:
         """Count a configuration reload attempt; call it from the reload code."""
-        self._reloads["success" if ok else "failure"].inc()
-        self.config_last_reload_successful.set(1 if ok else 0)
+        result = ReloadResult.SUCCESS if ok else ReloadResult.FAILURE
+        self.counts.values[CONFIG_RELOADS][(result.value,)] += 1
+        self.counts.values[CONFIG_LAST_RELOAD_SUCCESSFUL][()] = 1 if ok else 0
+
+    def publish(self) -> None:
+        """Leave this worker's numbers where the other workers read them (no-op for one process)."""
+        if self.share is not None:
+            self.share.publish(self.counts)
+
+    async def publishing(self) -> AsyncIterator[None]:
+        """While the gateway runs: publish about once a second, and once more when it stops."""
+        if self.share is None:
+            yield
+            return
+
+        async def every_second() -> None:
+            while True:
+                await asyncio.sleep(PUBLISH_SECONDS)
+                try:
+                    self.publish()
+                except OSError as exc:
+                    log.warning("cannot publish this worker's metrics: %s", exc)
+
+        task = asyncio.create_task(every_second())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self.publish()
 
 
 def _rules(settings: MetricsSettings) -> list[clients.Rule]:
     return [clients.parse_rule(text) for text in settings.client_label_map]
 
 
-def _outcome(context: RequestContext, status_label: str) -> str:
+def _shape_of(request: web.BaseRequest) -> Shape:
+    try:
+        return shape_of(request.headers.get(hdrs.CONTENT_TYPE))
+    except PatchError:
+        return Shape.UNSUPPORTED
+
+
+def _outcome(context: RequestContext, status_label: str) -> Outcome:
     if context.upstream_failure is not None:
-        return "upstream_error"
-    outcome = context.outcome
-    if outcome is None:
-        # Refused before the PATCH pipeline started (e.g. a method-override header).
-        if status_label == ABORTED:
-            return ABORTED
-        return "rejected" if status_label in ("4xx", "5xx") else OTHER
-    return outcome if outcome in _OUTCOMES else OTHER
-
-
-class _FlushFirst:
-    """A collector that yields nothing: it makes a collection flush the pending steps first."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def collect(self) -> list[Metric]:
-        self.metrics.flush()
-        return []
+        return Outcome.UPSTREAM_ERROR
+    if context.outcome is not None:
+        return context.outcome
+    # Refused before the PATCH pipeline decided (e.g. a method-override header).
+    if status_label == ABORTED:
+        return Outcome.ABORTED
+    return Outcome.REJECTED if status_label in ("4xx", "5xx") else Outcome.OTHER
 
 
 def handler(metrics: Metrics) -> Handler:
-    """/metrics: prometheus-client's own aiohttp exposition, this worker's steps flushed first."""
-    expose = make_aiohttp_handler(registry=metrics.exposition)
+    """/metrics: prometheus-client's own aiohttp exposition (text or OpenMetrics, gzip when asked)."""
+    expose = make_aiohttp_handler(registry=metrics.registry)
 
-    async def serve(request: web.Request) -> web.Response:
-        metrics.flush()
+    async def serve(request: web.Request) -> web.StreamResponse:
         return await expose(request)
 
     return serve

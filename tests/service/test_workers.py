@@ -15,12 +15,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import config
 from gateway.patch.parser import V21_MEDIA_TYPE
 from gateway.service import workers
+from gateway.telemetry.counts import read_counts
+from gateway.telemetry.families import REQUESTS as REQUESTS_FAMILY
+from gateway.telemetry.metrics import SHARE_DIRECTORY
 from testing.paths import REPO
 from tests.conftest import Recorder, Seen, make_settings
 
@@ -139,9 +141,9 @@ async def test_the_port_is_closed_once_stopped(tmp_path: Path, settings) -> None
 
 
 def test_a_given_metrics_directory_is_emptied_and_kept(tmp_path: Path) -> None:
-    (tmp_path / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "ims-gateway-counts-123.json").write_text("{}")
     (tmp_path / "keep.txt").write_text("not ours")
-    directory, made = workers.metrics_directory({workers.MULTIPROC_DIR: str(tmp_path)})
+    directory, made = workers.metrics_directory({SHARE_DIRECTORY: str(tmp_path)})
     assert (directory, made) == (tmp_path, False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
@@ -152,13 +154,6 @@ def test_without_a_metrics_directory_a_fresh_one_is_made(tmp_path: Path) -> None
         assert made and directory.is_dir() and not any(directory.iterdir())
     finally:
         directory.rmdir()
-
-
-def test_a_dead_workers_live_gauges_are_dropped_and_its_counters_kept(tmp_path: Path) -> None:
-    for name in ("gauge_livesum_7.db", "gauge_liveall_7.db", "gauge_livesum_8.db", "counter_7.db", "gauge_max_7.db"):
-        (tmp_path / name).write_bytes(b"")
-    workers.mark_dead(tmp_path, 7)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter_7.db", "gauge_livesum_8.db", "gauge_max_7.db"]
 
 
 @pytest.mark.parametrize(
@@ -309,14 +304,11 @@ async def settled_count(admin_url: str, expected: float) -> float:
 
 
 def counted_by_worker(metrics_dir: Path) -> dict[int, float]:
-    """Each worker's own requests_total, read from its file in the multiprocess directory."""
-    counted = {}
-    for path in metrics_dir.glob("counter_*.db"):
-        families = MultiProcessCollector.merge([str(path)])
-        counted[int(path.stem.split("_")[1])] = sum(
-            sample.value for family in families for sample in family.samples if sample.name == REQUESTS
-        )
-    return counted
+    """Each worker's own requests_total, read from the file it publishes in the shared directory."""
+    return {
+        int(path.stem.rsplit("-", 1)[1]): sum(read_counts(path).values[REQUESTS_FAMILY].values())
+        for path in metrics_dir.glob("ims-gateway-counts-*.json")
+    }
 
 
 async def test_counts_from_every_worker_add_up_and_sigterm_stops_them_all(recorder: Recorder, start_workers) -> None:  # type: ignore[no-untyped-def]
@@ -324,7 +316,10 @@ async def test_counts_from_every_worker_add_up_and_sigterm_stops_them_all(record
     assert await send(gateway.url, 300) == [200] * 300
     assert len(recorder.seen) == 300
     assert await settled_count(gateway.admin_url, 300) == 300
-    by_worker = counted_by_worker(gateway.metrics_dir)
+    # Each worker publishes its numbers about once a second: wait for the last round.
+    async with asyncio.timeout(10):
+        while sum((by_worker := counted_by_worker(gateway.metrics_dir)).values()) < 300:
+            await asyncio.sleep(0.1)
     assert sum(by_worker.values()) == 300
     assert sum(1 for n in by_worker.values() if n) >= 2, by_worker
     assert set(by_worker) <= set(gateway.pids())
@@ -356,6 +351,11 @@ async def test_a_killed_worker_is_reported_and_replaced_and_its_counts_kept(reco
     gateway = await start_workers(recorder.url, 2)
     assert await send(gateway.url, 40) == [200] * 40
     assert await settled_count(gateway.admin_url, 40) == 40
+    # A worker publishes its numbers about once a second: what it published before it
+    # was killed stays counted (the last second of a SIGKILLed worker is lost).
+    async with asyncio.timeout(10):
+        while sum(counted_by_worker(gateway.metrics_dir).values()) < 40:
+            await asyncio.sleep(0.1)
     victim = gateway.pids()[0]
     os.kill(victim, signal.SIGKILL)
     async with asyncio.timeout(60):

@@ -16,14 +16,8 @@ from multidict import CIMultiDictProxy
 from gateway.patch.parser import V20_MEDIA_TYPE as V20
 from gateway.patch.parser import V21_MEDIA_TYPE as V21
 from gateway.service.state import METRICS
-from gateway.telemetry.report import (
-    DeprecatedCall,
-    MigrationReport,
-    prefers_html,
-    render_html,
-    sample,
-    utc,
-)
+from gateway.telemetry.calls import DeprecatedCall, sample, utc
+from gateway.telemetry.report import MigrationReport, prefers_html, render_html
 from tests.conftest import Gateway, GatewayFactory, Recorder
 
 TOKEN = "gAAAAABtok-SECRET-7f3a9c"

@@ -1,0 +1,119 @@
+"""Plain numbers per request, the Prometheus view made at scrape time, and the workers' share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from prometheus_client import CollectorRegistry, generate_latest
+
+from gateway.config.generation import Config
+from gateway.context import RequestContext
+from gateway.telemetry.counts import Collector, Counts, WorkerShare, clear, forget_gauges, read_counts
+from gateway.telemetry.families import IN_FLIGHT, REQUEST_DURATION, REQUESTS
+from gateway.telemetry.metrics import Metrics, handler
+from gateway.vocabulary import Route
+from tests.conftest import make_settings
+
+GET_IMAGES = {"method": "GET", "route": "images", "status_class": "2xx"}
+
+
+def answered(metrics: Metrics, count: int) -> None:
+    settings = make_settings()
+    request = make_mocked_request("GET", "/v2/images")
+    for n in range(count):
+        context = RequestContext(f"req-{n}", Route.IMAGES, Config.from_settings(settings))
+        metrics.request_started(context)
+        metrics.observe(request, context, web.Response(body=b"{}"), 0.001)
+
+
+def test_a_request_adds_to_plain_numbers_and_a_scrape_sees_them_at_once() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, make_settings())
+    answered(metrics, 5)
+    assert metrics.counts.values[REQUESTS][("GET", "images", "2xx")] == 5
+    assert registry.get_sample_value("ims_gateway_requests_total", GET_IMAGES) == 5
+    assert registry.get_sample_value("ims_gateway_requests_in_flight", {"route": "images"}) == 0
+    assert registry.get_sample_value("ims_gateway_response_body_bytes_total", {"route": "images"}) == 10
+
+
+def test_the_view_has_no_created_series_and_nothing_that_was_never_counted() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, make_settings())
+    answered(metrics, 1)
+    text = generate_latest(registry).decode()
+    assert "_created" not in text
+    assert "ims_gateway_upstream_errors_total" not in text
+    assert 'route="image_patch"' not in text
+    assert text.count("ims_gateway_requests_total{") == 1
+
+
+async def test_metrics_exposition_serves_the_numbers() -> None:
+    metrics = Metrics(CollectorRegistry(), make_settings())
+    answered(metrics, 2)
+    response = await handler(metrics)(make_mocked_request("GET", "/metrics"))
+    assert isinstance(response, web.Response)
+    assert b'ims_gateway_requests_total{method="GET",route="images",status_class="2xx"} 2.0' in response.body
+
+
+def test_histogram_bounds_are_inclusive_and_cumulative() -> None:
+    counts = Counts()
+    for seconds in (0.005, 0.0051, 0.5, 7200.0):
+        counts.histograms[REQUEST_DURATION][("images",)].observe(seconds)
+    registry = CollectorRegistry()
+    registry.register(Collector(counts))
+    bucket = "ims_gateway_request_duration_seconds_bucket"
+    assert registry.get_sample_value(bucket, {"route": "images", "le": "0.005"}) == 1
+    assert registry.get_sample_value(bucket, {"route": "images", "le": "0.01"}) == 2
+    assert registry.get_sample_value(bucket, {"route": "images", "le": "0.5"}) == 3
+    assert registry.get_sample_value(bucket, {"route": "images", "le": "3600.0"}) == 3
+    assert registry.get_sample_value(bucket, {"route": "images", "le": "+Inf"}) == 4
+    assert registry.get_sample_value("ims_gateway_request_duration_seconds_count", {"route": "images"}) == 4
+    assert registry.get_sample_value("ims_gateway_request_duration_seconds_sum", {"route": "images"}) == 0.005 + 0.0051 + 0.5 + 7200.0
+
+
+def _worker(directory: Path, pid: int, requests: int, in_flight: int) -> Counts:
+    counts = Counts()
+    counts.values[REQUESTS][("GET", "images", "2xx")] = requests
+    counts.values[IN_FLIGHT][("images",)] = in_flight
+    counts.histograms[REQUEST_DURATION][("images",)].observe(0.02)
+    WorkerShare(directory, pid).publish(counts)
+    return counts
+
+
+def test_a_scrape_adds_every_workers_numbers_to_its_own(tmp_path: Path) -> None:
+    _worker(tmp_path, 11, requests=3, in_flight=2)
+    _worker(tmp_path, 12, requests=4, in_flight=1)
+    own = Counts()
+    own.values[REQUESTS][("GET", "images", "2xx")] = 5
+    registry = CollectorRegistry()
+    registry.register(Collector(own, WorkerShare(tmp_path, pid=13)))
+    assert registry.get_sample_value("ims_gateway_requests_total", GET_IMAGES) == 12
+    assert registry.get_sample_value("ims_gateway_requests_in_flight", {"route": "images"}) == 3
+    assert registry.get_sample_value("ims_gateway_request_duration_seconds_count", {"route": "images"}) == 2
+    # Its own published file is not counted twice.
+    WorkerShare(tmp_path, pid=13).publish(own)
+    assert registry.get_sample_value("ims_gateway_requests_total", GET_IMAGES) == 12
+
+
+def test_a_dead_workers_counts_stay_and_its_gauges_go(tmp_path: Path) -> None:
+    _worker(tmp_path, 21, requests=3, in_flight=2)
+    forget_gauges(tmp_path, 21)
+    forget_gauges(tmp_path, 99)  # never existed: nothing to do
+    registry = CollectorRegistry()
+    registry.register(Collector(Counts(), WorkerShare(tmp_path, pid=22)))
+    assert registry.get_sample_value("ims_gateway_requests_total", GET_IMAGES) == 3
+    assert registry.get_sample_value("ims_gateway_requests_in_flight", {"route": "images"}) is None
+    assert read_counts(tmp_path / "ims-gateway-counts-21.json").values[REQUESTS][("GET", "images", "2xx")] == 3
+
+
+def test_clear_empties_a_reused_directory_and_unreadable_files_are_skipped(tmp_path: Path) -> None:
+    _worker(tmp_path, 31, requests=3, in_flight=0)
+    (tmp_path / "ims-gateway-counts-32.json").write_text("not json")
+    registry = CollectorRegistry()
+    registry.register(Collector(Counts(), WorkerShare(tmp_path, pid=33)))
+    assert registry.get_sample_value("ims_gateway_requests_total", GET_IMAGES) == 3
+    clear(tmp_path)
+    assert list(tmp_path.glob("ims-gateway-*.json")) == []
+    assert registry.get_sample_value("ims_gateway_requests_total", GET_IMAGES) is None
