@@ -31,6 +31,9 @@ class RequestContext:
     outcome: Outcome | None = None
     reason: Reason | None = None  # why it was (or would have been) refused
     changes: tuple[Change, ...] = ()
+    # Routing headers (name, metrics label) the gate dropped, or the labels of those it refused.
+    dropped_headers: tuple[tuple[str, str], ...] = ()
+    refused_headers: tuple[str, ...] = ()
 
 
 CONTEXT = web.RequestKey("ims_gateway.context", RequestContext)

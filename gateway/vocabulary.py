@@ -59,12 +59,17 @@ class Reason(enum.StrEnum):
     READ_ONLY = "read_only"
     RESERVED = "reserved"
     DUPLICATE_MEMBER = "duplicate_member"
+    TOO_DEEP = "too_deep"  # a value nested deeper than patch.max_value_depth
     # The gateway's own.
     FORBIDDEN_ATTRIBUTE = "forbidden_attribute"
     TOO_LARGE = "too_large"
     BODY_TIMEOUT = "body_timeout"
     CONTENT_ENCODING = "content_encoding"
-    METHOD_OVERRIDE = "method_override"
+    METHOD_OVERRIDE = "method_override"  # an override header, ?_method=, a form body, json-patch on another method
+    ROUTING_HEADER = "routing_header"  # SCRIPT_NAME and the like, refused (server.routing_headers = "refuse", or signed)
+    CONNECTION_HEADER = "connection_header"  # Connection names a header the gateway decides on
+    BAD_TARGET = "bad_target"  # not origin-form, control characters, a fragment, or json-patch not on an image
+    HTTP_VERSION = "http_version"  # neither HTTP/1.0 nor HTTP/1.1
     BROWNOUT = "brownout"
     SUNSET = "sunset"
     OTHER = "other"

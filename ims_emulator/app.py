@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-import json
+import re
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlencode
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.patch.parser import V21_MEDIA_TYPE, Patch, PatchError, parse
+from ims_emulator import deserializer, stack
 from ims_emulator.cloudimages import apply_cloudimages_patch
-from ims_emulator.errors import EMPTY_BODY, ImsError, error_response, status_code
+from ims_emulator.errors import ImsError, error_response, status_code
 from ims_emulator.glance import apply_glance_patch
-from ims_emulator.images import (
-    CHUNK_SIZE,
-    Image,
-    ImageStore,
-    check_values,
-    new_image,
-    receive_data,
-    schema_error,
-    type_reason,
-)
+from ims_emulator.images import CHUNK_SIZE, Image, ImageStore, new_image, receive_data
 
 REQUEST_ID = "X-Openstack-Request-Id"
 OCTET_STREAM = "application/octet-stream"
@@ -52,6 +43,9 @@ class RecordedRequest:
 
 EMULATOR_JOURNAL = web.AppKey[list[RecordedRequest] | None]("ims_emulator_journal")
 IMAGE_STORE = web.AppKey("ims_emulator_store", ImageStore)
+ENVIRON = web.RequestKey("ims_emulator_environ", stack.Environ)
+Params = dict[str, str]
+Route = Callable[[web.Request, Params], Awaitable[web.StreamResponse]]
 
 
 def _image_response(image: Image, *, status: int = 200) -> web.Response:
@@ -64,37 +58,13 @@ async def _raw_body(request: web.Request) -> bytes | None:
 
 
 async def _json_body(request: web.Request) -> Any:
-    body = await _raw_body(request)
-    if body is None:
-        raise ImsError(400, "Body expected in request.", code=EMPTY_BODY)
-    try:
-        # Strict UTF-8 like Glance's oslo jsonutils: no BOM, no UTF-16 sniffing.
-        return json.loads(str(body, "utf-8"))
-    except ValueError:
-        raise ImsError(400, "Malformed JSON in request body.") from None
+    return deserializer.request_body(await _raw_body(request))
 
 
-def _patch_error(exc: PatchError) -> ImsError:
-    code = EMPTY_BODY if exc.reason == "missing_body" else None
-    return ImsError(exc.status, exc.message, code=code, headers=exc.headers)
-
-
-def _parse_glance_patch(content_type: str | None, body: bytes | None) -> Patch:
-    """Glance's deserializer: each operation's structure, then its value, in order."""
-    try:
-        patch = parse(content_type, body)
-    except PatchError as exc:
-        # The operations before the failing one are checked first, as Glance does.
-        check_values(exc.parsed)
-        raise _patch_error(exc) from None
-    check_values(patch.changes)
-    return patch
-
-
-async def create_image(request: web.Request) -> web.Response:
+async def create_image(request: web.Request, params: Params) -> web.Response:
     body = await _json_body(request)
     if not isinstance(body, dict):
-        raise schema_error(type_reason(body, "object"))
+        raise deserializer.schema_error(deserializer.type_reason(body, "object"))
     image = new_image(body)
     request.app[IMAGE_STORE].add(image)
     response = _image_response(image, status=201)
@@ -118,27 +88,27 @@ def _listing_link(params: list[tuple[str, str]]) -> str:
     return f"/v2/images?{urlencode(params)}" if params else "/v2/images"
 
 
-async def list_images(request: web.Request) -> web.Response:
+async def list_images(request: web.Request, params: Params) -> web.Response:
     limit = _limit(request.query.get("limit"))
     images = request.app[IMAGE_STORE].page(request.query.get("marker"), limit)
-    params = [(key, value) for key, value in request.query.items() if key != "marker"]
+    query = [(key, value) for key, value in request.query.items() if key not in ("marker", "_method")]
     body: dict[str, Any] = {
         "images": [image.document() for image in images],
         "schema": "/v2/schemas/images",
-        "first": _listing_link(params),
+        "first": _listing_link(query),
     }
     if images and len(images) == limit:
-        body["next"] = _listing_link([*params, ("marker", images[-1].id)])
+        body["next"] = _listing_link([*query, ("marker", images[-1].id)])
     return web.json_response(body)
 
 
-async def show_image(request: web.Request) -> web.Response:
-    return _image_response(request.app[IMAGE_STORE].get(request.match_info["image_id"]))
+async def show_image(request: web.Request, params: Params) -> web.Response:
+    return _image_response(request.app[IMAGE_STORE].get(params["image_id"]))
 
 
-async def delete_image(request: web.Request) -> web.Response:
+async def delete_image(request: web.Request, params: Params) -> web.Response:
     store = request.app[IMAGE_STORE]
-    image_id = request.match_info["image_id"]
+    image_id = params["image_id"]
     image = store.images.get(image_id)
     if image is None:
         raise ImsError(404, f"Failed to find image {image_id} to delete")
@@ -148,12 +118,11 @@ async def delete_image(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def update_image(request: web.Request) -> web.Response:
-    # The raw header: Glance compares it byte for byte, request.content_type lowercases it.
-    content_type = request.headers.get(hdrs.CONTENT_TYPE)
-    patch = _parse_glance_patch(content_type, await _raw_body(request))
-    image = request.app[IMAGE_STORE].get(request.match_info["image_id"])
-    apply_glance_patch(image, patch)
+async def update_image(request: web.Request, params: Params) -> web.Response:
+    # The content type as the stack gives it to webob, compared byte for byte by Glance.
+    changes = deserializer.update(request[ENVIRON].content_type, await _raw_body(request))
+    image = request.app[IMAGE_STORE].get(params["image_id"])
+    apply_glance_patch(image, changes)
     return _image_response(image)
 
 
@@ -161,17 +130,45 @@ def _media_type(content_type: str | None) -> str | None:
     return None if content_type is None else content_type.partition(";")[0].strip().lower()
 
 
-async def update_cloud_image(request: web.Request) -> web.Response:
+async def update_cloud_image(request: web.Request, params: Params) -> web.Response:
     content_type = request.headers.get(hdrs.CONTENT_TYPE)
     if _media_type(content_type) != "application/json":
         raise ImsError(415, f"Unsupported Content-Type {content_type!r}: use application/json.")
-    try:
-        patch = parse(V21_MEDIA_TYPE, await _raw_body(request), glance_attribute_checks=False)
-    except PatchError as exc:
-        raise _patch_error(exc) from None
-    image = request.app[IMAGE_STORE].get(request.match_info["image_id"])
-    apply_cloudimages_patch(image, patch.changes)
+    changes = deserializer.changes_of(deserializer.request_body(await _raw_body(request)), 10, validate=False)
+    image = request.app[IMAGE_STORE].get(params["image_id"])
+    apply_cloudimages_patch(image, changes)
     return _image_response(image)
+
+
+async def deactivate_image(request: web.Request, params: Params) -> web.Response:
+    image = request.app[IMAGE_STORE].get(params["image_id"])
+    if image.status not in ("active", "deactivated"):
+        raise ImsError(403, f"Not allowed to deactivate image in status '{image.status}'")
+    image.attributes["status"] = "deactivated"
+    return web.Response(status=204)
+
+
+async def reactivate_image(request: web.Request, params: Params) -> web.Response:
+    image = request.app[IMAGE_STORE].get(params["image_id"])
+    if image.status not in ("active", "deactivated"):
+        raise ImsError(403, f"Not allowed to reactivate image in status '{image.status}'")
+    image.attributes["status"] = "active"
+    return web.Response(status=204)
+
+
+async def add_tag(request: web.Request, params: Params) -> web.Response:
+    image = request.app[IMAGE_STORE].get(params["image_id"])
+    if params["tag"] not in image.attributes["tags"]:
+        image.attributes["tags"].append(params["tag"])
+    return web.Response(status=204)
+
+
+async def delete_tag(request: web.Request, params: Params) -> web.Response:
+    image = request.app[IMAGE_STORE].get(params["image_id"])
+    if params["tag"] not in image.attributes["tags"]:
+        raise ImsError(404, f"Tag {params['tag']} not found")
+    image.attributes["tags"].remove(params["tag"])
+    return web.Response(status=204)
 
 
 def _require_octet_stream(request: web.Request) -> None:
@@ -180,10 +177,10 @@ def _require_octet_stream(request: web.Request) -> None:
         raise ImsError(415, f"Invalid content type {content_type}")
 
 
-async def upload_image_data(request: web.Request) -> web.Response:
+async def upload_image_data(request: web.Request, params: Params) -> web.Response:
     _require_octet_stream(request)
     store = request.app[IMAGE_STORE]
-    image = store.get(request.match_info["image_id"])
+    image = store.get(params["image_id"])
     if image.status != "queued":
         raise ImsError(409, f"Image status transition from {image.status} to saving is not allowed")
     image.attributes["status"] = "saving"
@@ -204,8 +201,8 @@ async def upload_image_data(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def download_image_data(request: web.Request) -> web.StreamResponse:
-    image = request.app[IMAGE_STORE].get(request.match_info["image_id"])
+async def download_image_data(request: web.Request, params: Params) -> web.StreamResponse:
+    image = request.app[IMAGE_STORE].get(params["image_id"])
     if image.data is None:
         return web.Response(status=204)
     headers = {hdrs.CONTENT_TYPE: OCTET_STREAM, "Content-MD5": image.data.md5}
@@ -213,17 +210,60 @@ async def download_image_data(request: web.Request) -> web.StreamResponse:
 
 
 # ---------------------------------------------------------------------------------------
-# Middleware and app
+# Routing, as Glance's router does it
 
 
+_IMAGE = "/v2/images/(?P<image_id>[^/]+?)"
+# (method, path pattern, handler, whether a body is refused: Glance's body_reject).
+# Routes anchors with "$", which matches before a final newline, as Python's does.
+ROUTES: Final[tuple[tuple[str, re.Pattern[str], Route, bool], ...]] = tuple(
+    (method, re.compile(f"^{pattern}$"), handler, body_reject)
+    for method, pattern, handler, body_reject in (
+        ("POST", "/v2/images", create_image, False),
+        ("GET", "/v2/images", list_images, False),
+        ("GET", _IMAGE, show_image, True),
+        ("DELETE", _IMAGE, delete_image, True),
+        ("PATCH", _IMAGE, update_image, False),
+        ("PUT", f"{_IMAGE}/file", upload_image_data, False),
+        ("GET", f"{_IMAGE}/file", download_image_data, False),
+        ("POST", f"{_IMAGE}/actions/deactivate", deactivate_image, True),
+        ("POST", f"{_IMAGE}/actions/reactivate", reactivate_image, True),
+        ("PUT", f"{_IMAGE}/tags/(?P<tag>[^/]+?)", add_tag, False),
+        ("DELETE", f"{_IMAGE}/tags/(?P<tag>[^/]+?)", delete_tag, False),
+        ("PATCH", "/v2/cloudimages/(?P<image_id>[^/]+?)", update_cloud_image, False),
+    )
+)
+_MAY_HAVE_A_CHUNKED_BODY: Final = frozenset({"POST", "PUT", "PATCH"})
 
 
-def _aiohttp_message(request: web.Request, exc: web.HTTPException) -> str:
-    if exc.status == 404:
-        return "The resource could not be found."
-    if exc.status == 405:
-        return f"The method {request.method} is not allowed for this resource."
-    return exc.text or exc.reason
+def _has_body(request: web.Request) -> bool:
+    """Glance's JSONRequestDeserializer.has_body, on the real method."""
+    if request.headers.get(hdrs.TRANSFER_ENCODING, "").lower() == "chunked" and request.method in _MAY_HAVE_A_CHUNKED_BODY:
+        return True
+    return (request.content_length or 0) > 0
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    form = await request.read() if request.method == "POST" and stack.is_form(request.headers) else None
+    try:
+        env = stack.environ(request.method, request.raw_path, request.headers, form)
+    except stack.NoVersion:
+        return web.json_response({"versions": [{"id": "v2.17", "status": "CURRENT"}]}, status=300)
+    request[ENVIRON] = env
+    allowed = []
+    for method, pattern, handler, body_reject in ROUTES:
+        match = pattern.match(env.path)
+        if match is None:
+            continue
+        if method != env.method:
+            allowed.append(method)
+            continue
+        if body_reject and _has_body(request):
+            raise ImsError(400, "A body is not expected with this request.")
+        return await handler(request, match.groupdict())
+    if allowed:
+        raise ImsError(405, f"The method {env.method} is not allowed for this resource.", headers={"Allow": ", ".join(allowed)})
+    raise ImsError(404, "The resource could not be found.")
 
 
 @web.middleware
@@ -241,9 +281,8 @@ async def _render_errors(request: web.Request, handler: Handler) -> web.StreamRe
     except ImsError as exc:
         return error_response(exc.status, exc.code, exc.message, headers=exc.headers)
     except web.HTTPException as exc:
-        # aiohttp's own answers (no route, wrong method, body past client_max_size).
-        headers = {"Allow": exc.headers[hdrs.ALLOW]} if hdrs.ALLOW in exc.headers else None
-        return error_response(exc.status, status_code(exc.status), _aiohttp_message(request, exc), headers=headers)
+        # aiohttp's own answers (a body past client_max_size).
+        return error_response(exc.status, status_code(exc.status), exc.text or exc.reason)
 
 
 def _journal_middleware(journal: list[RecordedRequest]) -> Middleware:
@@ -278,14 +317,8 @@ def build_emulator_app(*, journal: list[RecordedRequest] | None = None) -> web.A
     app = web.Application(middlewares=middlewares, client_max_size=JSON_BODY_LIMIT)
     app[EMULATOR_JOURNAL] = journal
     app.cleanup_ctx.append(_image_store)
-    app.router.add_post("/v2/images", create_image)
-    app.router.add_get("/v2/images", list_images)
-    app.router.add_get("/v2/images/{image_id}", show_image)
-    app.router.add_delete("/v2/images/{image_id}", delete_image)
-    app.router.add_patch("/v2/images/{image_id}", update_image)
-    app.router.add_put("/v2/images/{image_id}/file", upload_image_data)
-    app.router.add_get("/v2/images/{image_id}/file", download_image_data)
-    app.router.add_patch("/v2/cloudimages/{image_id}", update_cloud_image)
+    # Every path, a decoded newline included: the router is dispatch's, as Routes is Glance's.
+    app.router.add_route("*", "/{tail:(?s:.*)}", dispatch)
     return app
 
 

@@ -4,32 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.patch.attributes import (
-    GLANCE_PROTECTED_ATTRIBUTES,
-    GLANCE_RESERVED_NAMESPACE,
-    IMS_SYSTEM_ATTRIBUTES,
-)
-from gateway.patch.parser import Change
-from ims_emulator.errors import (
-    DESCRIPTION_TOO_LONG,
-    NAME_INVALID,
-    NAME_TOO_LONG,
-    ImsError,
-)
-from ims_emulator.images import Image, check_non_negative_integer, save
+from ims_emulator.attributes import CLOUDIMAGES_UPDATABLE, SYSTEM_ATTRIBUTES
+from ims_emulator.deserializer import READONLY, RESERVED, RESERVED_NAMESPACE, Change, non_negative_integer
+from ims_emulator.errors import DESCRIPTION_TOO_LONG, NAME_INVALID, NAME_TOO_LONG, ImsError
+from ims_emulator.images import Image, save
 
-_SYSTEM_ATTRIBUTES = frozenset(IMS_SYSTEM_ATTRIBUTES) | frozenset(GLANCE_PROTECTED_ATTRIBUTES)
-# What PATCH /v2/cloudimages/{id} documents as updatable.
-CLOUDIMAGES_UPDATABLE = frozenset(
-    {
-        "name", "__description", "__support_kvm", "__support_xen", "__support_largememory",
-        "__support_diskintensive", "__support_highperformance", "__support_xen_gpu_type",
-        "__support_kvm_gpu_type", "__support_xen_hana", "__is_config_init",
-        "enterprise_project_id", "min_ram", "hw_vif_multiqueue_enabled", "hw_firmware_type",
-    }
-)
-
-
+# Besides IMS's own: Glance's read-only and reserved names and the attributes only Glance sets.
+_FIXED = SYSTEM_ATTRIBUTES | frozenset(READONLY) | frozenset(RESERVED) | {"locations", "os_hidden", "stores"}
 
 
 def _cloudimages_value(name: str, value: Any) -> Any:
@@ -42,7 +23,7 @@ def _cloudimages_value(name: str, value: Any) -> Any:
     if name == "min_ram":
         if isinstance(value, str) and value.isascii() and value.isdigit():
             return int(value)
-        if check_non_negative_integer(value):
+        if non_negative_integer(value):
             raise ImsError(400, "The value of min_ram must be a non-negative integer.")
         return value
     if not isinstance(value, str):
@@ -55,13 +36,13 @@ def _cloudimages_value(name: str, value: Any) -> Any:
 
 
 def _is_system_attribute(name: str) -> bool:
-    return name in _SYSTEM_ATTRIBUTES or name.startswith(GLANCE_RESERVED_NAMESPACE)
+    return name in _FIXED or name.startswith(RESERVED_NAMESPACE)
 
 
 def _apply_cloudimages_change(image: Image, change: Change) -> None:
-    name = change.attribute
+    name = change.name
     if len(change.path) != 1 or (_is_system_attribute(name) and name not in CLOUDIMAGES_UPDATABLE):
-        raise ImsError(400, f"The attribute {change.pointer} cannot be updated.")
+        raise ImsError(400, f"The attribute /{'/'.join(change.path)} cannot be updated.")
     if change.op == "remove":
         if name in image.attributes:
             raise ImsError(400, f"The attribute {name} cannot be removed.")
@@ -78,7 +59,7 @@ def _apply_cloudimages_change(image: Image, change: Change) -> None:
         image.properties[name] = value
 
 
-def apply_cloudimages_patch(image: Image, changes: tuple[Change, ...]) -> None:
+def apply_cloudimages_patch(image: Image, changes: list[Change]) -> None:
     if image.status != "active":
         raise ImsError(400, f"Only active images can be updated; image {image.id} is {image.status}.")
     if not changes:

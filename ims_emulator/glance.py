@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.patch.parser import Change, Patch
-from gateway.vocabulary import Shape
+from ims_emulator.deserializer import Change
 from ims_emulator.errors import ImsError
 from ims_emulator.images import Image, save
 
@@ -18,9 +17,9 @@ def _locations_refusal(change: Change) -> ImsError:
     return ImsError(403, f"It's not allowed to {verb} locations if locations are invisible.")
 
 
-def _glance_add(image: Image, name: str, value: Any, shape: Shape) -> None:
+def _glance_add(image: Image, name: str, value: Any, draft: int) -> None:
     exists = name in image.attributes or name in image.properties
-    if exists and shape is Shape.V20:
+    if exists and draft == 4:  # the v2.0 body shape: add never overwrites
         raise ImsError(409, f"Property {name} already present.")
     if name in image.attributes:
         image.attributes[name] = value
@@ -45,8 +44,8 @@ def _glance_remove(image: Image, name: str) -> None:
     del image.properties[name]
 
 
-def _apply_glance_change(image: Image, change: Change, shape: Shape) -> None:
-    name = change.attribute
+def _apply_glance_change(image: Image, change: Change) -> None:
+    name = change.name
     if name == "locations":
         raise _locations_refusal(change)
     if change.op == "remove":
@@ -56,14 +55,14 @@ def _apply_glance_change(image: Image, change: Change, shape: Shape) -> None:
     elif change.op == "replace":
         _glance_replace(image, name, change.value)
     else:
-        _glance_add(image, name, change.value, shape)
+        _glance_add(image, name, change.value, change.draft)
 
 
-def apply_glance_patch(image: Image, patch: Patch) -> None:
+def apply_glance_patch(image: Image, changes: list[Change]) -> None:
     """Apply the changes in order to a draft; save only when every one succeeds."""
-    if not patch.changes:
+    if not changes:
         return
     draft = image.draft()
-    for change in patch.changes:
-        _apply_glance_change(draft, change, patch.shape)
+    for change in changes:
+        _apply_glance_change(draft, change)
     save(image, draft)

@@ -6,7 +6,7 @@ import copy
 import hashlib
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,27 +14,18 @@ from typing import Any
 
 from aiohttp import StreamReader
 
-from gateway.patch.attributes import (
-    GLANCE_READ_ONLY_ATTRIBUTES,
-    GLANCE_RESERVED_ATTRIBUTES,
-    GLANCE_RESERVED_NAMESPACE,
-)
-from gateway.patch.parser import Change
+from ims_emulator.deserializer import BASE_CHECKS, READONLY, RESERVED, RESERVED_NAMESPACE, check_value, schema_error
 from ims_emulator.errors import ImsError
 
 CHUNK_SIZE = 256 * 1024
 PROPERTY_QUOTA = 128
 DEFAULT_OWNER = "0b1e494e2660441a957313163095fe5c"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_VISIBILITIES = ("community", "public", "private", "shared")
-_CONTAINER_FORMATS = (None, "ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
-# Glance's disk formats plus IMS's zvhd and zvhd2.
-_DISK_FORMATS = (None, "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop", "zvhd", "zvhd2")
 # Glance refuses these on create (RequestDeserializer._disallowed_properties and
 # ImageFactory's read-only check); "id" may be chosen by the caller.
-_CREATE_READ_ONLY = frozenset(GLANCE_READ_ONLY_ATTRIBUTES) - {"id"} | {"stores"}
+_CREATE_READ_ONLY = frozenset(READONLY) - {"id"} | {"stores"}
 # The emulator has no image locations: they are refused like Glance's reserved attributes.
-_RESERVED = frozenset(GLANCE_RESERVED_ATTRIBUTES) | {"locations"}
+_RESERVED = frozenset(RESERVED) | {"locations"}
 
 # IMS's own attributes (ims-patch-api.md); stored as Glance extra properties, as IMS does.
 _IMS_DEFAULT_PROPERTIES: Mapping[str, str | None] = {
@@ -55,11 +46,9 @@ _IMS_DEFAULT_PROPERTIES: Mapping[str, str | None] = {
     "hw_firmware_type": "bios",
 }
 
+
 def timestamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-# ---------------------------------------------------------------------------------------
-# Images and their store
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,76 +145,6 @@ class ImageStore:
         return self.directory / uuid.uuid4().hex
 
 
-
-
-# ---------------------------------------------------------------------------------------
-# Values: a subset of Glance's image schema, with jsonschema-like reasons
-
-
-def schema_error(reason: str) -> ImsError:
-    return ImsError(400, f"Provided object does not match schema 'image': {reason}")
-
-
-def type_reason(value: Any, expected: str) -> str:
-    return f"{value!r} is not of type '{expected}'"
-
-
-def _check_string(value: Any, *, nullable: bool = False, max_length: int | None = None) -> str | None:
-    if value is None and nullable:
-        return None
-    if not isinstance(value, str):
-        return type_reason(value, "string")
-    if max_length is not None and len(value) > max_length:
-        return f"{value!r} is too long"
-    return None
-
-
-def _check_enum(value: Any, allowed: tuple[str | None, ...]) -> str | None:
-    return None if value in allowed else f"{value!r} is not one of {list(allowed)!r}"
-
-
-def check_non_negative_integer(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return type_reason(value, "integer")
-    return f"{value} is less than the minimum of 0" if value < 0 else None
-
-
-def _check_boolean(value: Any) -> str | None:
-    return None if isinstance(value, bool) else type_reason(value, "boolean")
-
-
-def _check_tags(value: Any) -> str | None:
-    if not isinstance(value, list):
-        return type_reason(value, "array")
-    return next((reason for tag in value if (reason := _check_string(tag, max_length=255))), None)
-
-
-_BASE_CHECKS: Mapping[str, Callable[[Any], str | None]] = {
-    "name": lambda v: _check_string(v, nullable=True, max_length=255),
-    "owner": lambda v: _check_string(v, nullable=True, max_length=255),
-    "visibility": lambda v: _check_enum(v, _VISIBILITIES),
-    "container_format": lambda v: _check_enum(v, _CONTAINER_FORMATS),
-    "disk_format": lambda v: _check_enum(v, _DISK_FORMATS),
-    "min_disk": check_non_negative_integer,
-    "min_ram": check_non_negative_integer,
-    "protected": _check_boolean,
-    "os_hidden": _check_boolean,
-    "tags": _check_tags,
-}
-
-
-def _check_value(name: str, value: Any) -> None:
-    check = _BASE_CHECKS.get(name, _check_string)
-    if reason := check(value):
-        raise schema_error(reason)
-
-
-def check_values(changes: Iterable[Change]) -> None:
-    for change in changes:
-        if change.op != "remove" and change.attribute != "locations":
-            _check_value(change.attribute, change.value)
-
-
 def _check_quota(properties: Mapping[str, Any], *, added: bool) -> None:
     # Like Glance, only a request that adds properties is held to the quota.
     if added and len(properties) > PROPERTY_QUOTA:
@@ -241,15 +160,11 @@ def save(image: Image, draft: Image) -> None:
     image.adopt(draft)
 
 
-# ---------------------------------------------------------------------------------------
-# Creating an image
-
-
 def _check_create_keys(body: Mapping[str, Any]) -> None:
     for key in body:
         if key in _CREATE_READ_ONLY:
             raise ImsError(403, f"Attribute '{key}' is read-only.")
-        if key in _RESERVED or key.startswith(GLANCE_RESERVED_NAMESPACE):
+        if key in _RESERVED or key.startswith(RESERVED_NAMESPACE):
             raise ImsError(403, f"Attribute '{key}' is reserved.")
 
 
@@ -292,8 +207,8 @@ def new_image(body: Mapping[str, Any]) -> Image:
     for key, value in body.items():
         if key == "id":
             continue
-        _check_value(key, value)
-        if key in _BASE_CHECKS:
+        check_value(key, value)
+        if key in BASE_CHECKS:
             attributes[key] = value
         elif len(key) > 255:
             raise ImsError(400, "Custom property should not be greater than 255 characters.")
@@ -301,8 +216,6 @@ def new_image(body: Mapping[str, Any]) -> Image:
             properties[key] = value
     _check_quota(properties, added=True)
     return Image(attributes, properties)
-
-
 
 
 async def receive_data(stream: StreamReader, path: Path) -> ImageData:

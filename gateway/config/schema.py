@@ -123,6 +123,12 @@ class ServerSettings:
     workers: int = _setting(
         1, "processes serving both listeners (more than 1 needs upstream.url; --workers overrides)", _at_least(1)
     )
+    routing_headers: str = _setting(
+        "drop",
+        "headers that can change the path or method IMS executes (names with '_', SCRIPT_NAME, X-Forwarded-Prefix, "
+        "X-Original-URL, ...): drop them before forwarding, or refuse the request with 400",
+        _one_of("drop", "refuse"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +151,12 @@ class UpstreamSettings:
 @dataclass(frozen=True, slots=True)
 class PatchSettings:
     max_body_bytes: int = _setting(65536, "largest PATCH /v2/images/{id} body read (else 413)", _at_least(2))
+    max_value_depth: int = _setting(
+        8,
+        "deepest nesting of arrays and objects in a PATCH operation's members (else 400); IMS values are strings "
+        "and Glance's deepest (locations) is 3, while Glance answers 500 from about 400 levels",
+        _at_least(1),
+    )
     check_add_conflicts: bool = _setting(
         True, "before forwarding a rewritten v2.0 'add', read the image and answer 409 where Glance would"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+from typing import Final
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy, istr
@@ -73,3 +74,50 @@ def fresh_request_id() -> str:
     digits = f"{random.getrandbits(128):032x}"
     variant = "89ab"[int(digits[16], 16) & 3]
     return f"req-{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
+
+
+# Header names some server or middleware in front of Glance reads to change the path,
+# the prefix or the method it executes, written as a WSGI server maps them to CGI
+# variables: upper case, "-" and "_" alike (gunicorn takes SCRIPT_NAME from a trusted
+# peer; oslo.middleware, Envoy and IIS-style rewriters read the others).
+ROUTING_HEADERS: Final = frozenset({
+    "SCRIPT_NAME", "PATH_INFO", "REQUEST_METHOD", "QUERY_STRING", "REQUEST_URI", "REMOTE_USER",
+    "X_FORWARDED_PREFIX", "X_SCRIPT_NAME", "X_ORIGINAL_URL", "X_ORIGINAL_URI", "X_REWRITE_URL",
+    "X_FORWARDED_URI", "X_FORWARDED_PATH", "X_ENVOY_ORIGINAL_PATH", "X_ORIGINAL_METHOD",
+})  # fmt: skip
+UNDERSCORE: Final = "underscore"  # the label of any other name with "_"
+
+# Connection may name only hop-by-hop headers; a client must not make the gateway drop,
+# through it, a header the gateway decides on or IMS authenticates with.
+_KEPT_FROM_CONNECTION: Final = frozenset({
+    "host", "authorization", "x-auth-token", "x-subject-token", "x-security-token", "x-project-id",
+    "x-sdk-date", "x-sdk-content-sha256", "x-sdk-content-sm3", "accept", "user-agent",
+})  # fmt: skip
+
+
+def routing_header(name: str) -> str | None:
+    """The metrics label of a routing header (``script_name``, ``underscore``, ...), or None."""
+    mapped = name.upper().replace("-", "_")
+    if mapped in ROUTING_HEADERS:
+        return mapped.lower()
+    return UNDERSCORE if "_" in name else None
+
+
+def routing_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> list[tuple[str, str]]:
+    """(name, label) of every routing header present, in order."""
+    found = []
+    for name in headers:
+        label = routing_header(name)
+        if label is not None:
+            found.append((name, label))
+    return found
+
+
+def connection_drops_kept_header(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str | None:
+    """A header Connection names that the gateway will not drop (Content-*, Host, credentials, ...)."""
+    for value in headers.getall(hdrs.CONNECTION, ()):
+        for token in value.split(","):
+            name = token.strip().lower()
+            if name.startswith("content-") or name in _KEPT_FROM_CONNECTION:
+                return token.strip()
+    return None

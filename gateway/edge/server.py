@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.http import HttpVersion11
+from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
@@ -68,6 +68,16 @@ def check_framing(request: web.BaseRequest) -> None:
         raise errors.GatewayError(
             501, errors.NOT_IMPLEMENTED, "The only transfer coding accepted is chunked.", headers=_CLOSE
         )
+
+
+# The HTTP version a request named when it was neither 1.0 nor 1.1 (the request itself
+# then says 1.1, so that the refusal's status line is one the client can read).
+UNSUPPORTED_VERSION = web.RequestKey("ims_gateway.unsupported_version", HttpVersion)
+_SUPPORTED_VERSIONS = frozenset({HttpVersion10, HttpVersion11})
+
+
+def unsupported_version(request: web.BaseRequest) -> HttpVersion | None:
+    return request.get(UNSUPPORTED_VERSION)
 
 
 def _head_timeout_response(timeout: float) -> bytes:
@@ -160,6 +170,18 @@ class GatewayServer(web.Server):
     def __init__(self, handler: Any, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.header_timeout = header_timeout
+        make_request = self.request_factory
+
+        def request_factory(message: Any, *args: Any) -> web.BaseRequest:
+            # aiohttp answers in the request's version: "HTTP/2.0 505" would be unreadable.
+            version = message.version
+            if version in _SUPPORTED_VERSIONS:
+                return make_request(message, *args)
+            request = make_request(message._replace(version=HttpVersion11), *args)
+            request[UNSUPPORTED_VERSION] = version
+            return request
+
+        self.request_factory = request_factory
 
     def __call__(self) -> RequestHandler:
         return GatewayProtocol(self, loop=self._loop, header_timeout=self.header_timeout, **self._kwargs)

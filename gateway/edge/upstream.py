@@ -85,8 +85,12 @@ class Upstream:
         """Upstream URL for a raw request target, neither decoded nor normalised."""
         return URL(self._root + raw_path, encoded=True)
 
-    def request_headers(self, request: web.Request, request_id: str) -> CIMultiDict[str]:
+    def request_headers(self, request: web.BaseRequest, context: RequestContext) -> CIMultiDict[str]:
+        """What goes upstream: the end-to-end headers less the routing headers the gate dropped,
+        the forwarding headers and the request id."""
         headers = end_to_end(request.headers)
+        for name, _ in context.dropped_headers:
+            headers.popall(name, None)
         if request.remote:
             append(headers, X_FORWARDED_FOR, request.remote)
         append(headers, X_FORWARDED_PROTO, request.scheme)
@@ -95,7 +99,7 @@ class Upstream:
             append(headers, X_FORWARDED_HOST, client_host)
         if not self.settings.preserve_host or not client_host:
             headers[hdrs.HOST] = self._host
-        headers[X_REQUEST_ID] = request_id
+        headers[X_REQUEST_ID] = context.request_id
         return headers
 
     @asynccontextmanager

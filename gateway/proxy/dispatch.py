@@ -10,21 +10,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from gateway.context import CONTEXT, RequestContext
-from gateway.edge import errors, server, upstream
+from gateway.edge import errors, upstream
 from gateway.edge.headers import X_REQUEST_ID, request_id_for
-from gateway.patch.target import classify
-from gateway.proxy import images
+from gateway.patch.target import classify, is_json_patch
+from gateway.proxy import gate, images
 from gateway.service.state import METRICS, RUNTIME, UPSTREAM
-from gateway.vocabulary import Outcome, Reason, Route
+from gateway.vocabulary import Route
 
 access_log = logging.getLogger("ims_gateway.access")
-
-# Method overrides let a POST act as a PATCH on some stacks: never let one past unchecked.
-METHOD_OVERRIDE_HEADERS = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
-
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -34,7 +30,7 @@ async def gateway_errors(request: web.Request, handler: Handler) -> web.StreamRe
     """Give every request an id and a context; render every refusal as an IMS-shaped error."""
     context = RequestContext(
         request_id=request_id_for(request),
-        route=classify(request.method, request.raw_path),
+        route=classify(request.method, request.raw_path, json_patch=is_json_patch(request.headers.getall(hdrs.CONTENT_TYPE, ()))),
         config=request.app[RUNTIME].config,
     )
     request[CONTEXT] = context
@@ -61,6 +57,11 @@ async def gateway_errors(request: web.Request, handler: Handler) -> web.StreamRe
         raise
     if not response.prepared:
         response.headers[X_REQUEST_ID] = context.request_id
+    if hdrs.UPGRADE in request.headers:
+        # aiohttp stops reading a connection that asked to switch protocols (other than
+        # to websocket): close it after this answer rather than stall what follows.
+        # (A streamed answer is already under way: aiohttp reads keep_alive again after it.)
+        response.force_close()
     elapsed = time.perf_counter() - started
     if gateway_metrics is not None:
         gateway_metrics.observe(request, context, response, elapsed)
@@ -81,24 +82,15 @@ async def forward(request: web.Request) -> web.StreamResponse:
     """Any request the gateway does not intercept: to the upstream and back, streamed."""
     context = request[CONTEXT]
     gateway_upstream = request.app[UPSTREAM]
-    headers = gateway_upstream.request_headers(request, context.request_id)
+    headers = gateway_upstream.request_headers(request, context)
     data = request.content if request.body_exists else None
     async with gateway_upstream.exchange(request.method, request.raw_path, headers, data, context) as response:
         return await upstream.relay(request, response, {X_REQUEST_ID: context.request_id}, context)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    server.check_framing(request)
-    if not request.raw_path.startswith("/"):
-        raise errors.GatewayError(
-            400, errors.BAD_REQUEST, "The request target must be a path starting with '/' (origin-form)."
-        )
-    for name in METHOD_OVERRIDE_HEADERS:
-        if name in request.headers:
-            request[CONTEXT].outcome, request[CONTEXT].reason = Outcome.REJECTED, Reason.METHOD_OVERRIDE
-            raise errors.GatewayError(
-                400, errors.BAD_REQUEST, f"The {name} header is not accepted: send the real method instead."
-            )
-    if request[CONTEXT].route is Route.IMAGE_PATCH:
+    context = request[CONTEXT]
+    gate.admit(request, context)
+    if context.route is Route.IMAGE_PATCH:
         return await images.patch_image(request)
     return await forward(request)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -21,7 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from gateway.context import CONTEXT, RequestContext
 from gateway.edge import errors, upstream
 from gateway.edge.headers import X_REQUEST_ID
-from gateway.patch import conflicts, parser, retirement
+from gateway.patch import conflicts, parser, retirement, target
 from gateway.patch.policy import Violation
 from gateway.service.state import RUNTIME, UPSTREAM
 from gateway.vocabulary import Mode, Outcome, Reason, Shape
@@ -134,7 +135,13 @@ def parse_and_check(request: web.Request, context: RequestContext, body: bytes |
     content_type = request.headers.get(hdrs.CONTENT_TYPE)
     policy = context.config.policy
     try:
-        parsed = parser.parse(content_type, body, glance_attribute_checks=False, reject_duplicate_members=True)
+        parsed = parser.parse(
+            content_type,
+            body,
+            glance_attribute_checks=False,
+            reject_duplicate_members=True,
+            max_value_depth=context.config.settings.patch.max_value_depth,
+        )
     except parser.PatchError as exc:
         # Glance stops at the first failing item; a forbidden item before it fails first.
         violations = policy.violations(exc.parsed)
@@ -164,8 +171,32 @@ def check_media_type(request: web.Request, context: RequestContext) -> Shape:
     return shape
 
 
+def check_target(request: web.Request, context: RequestContext) -> str:
+    """The image the PATCH names: a json-patch body goes with PATCH /v2/images/{image_id} only."""
+    if request.method != "PATCH":
+        raise _refuse(
+            context,
+            Reason.METHOD_OVERRIDE,
+            errors.GatewayError(
+                400, errors.BAD_REQUEST,
+                f"A json-patch body is accepted only by PATCH /v2/images/{{image_id}}, not by {request.method}.",
+            ),
+        )  # fmt: skip
+    image = target.image_id(request.raw_path)
+    if image is None:
+        raise _refuse(
+            context,
+            Reason.BAD_TARGET,
+            errors.GatewayError(
+                400, errors.BAD_REQUEST, "An image PATCH must name one image: PATCH /v2/images/{image_id}."
+            ),
+        )
+    return image
+
+
 def check_encoding(request: web.Request, context: RequestContext) -> None:
-    if request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower() not in _IDENTITY:
+    codings = (token.strip().lower() for value in request.headers.getall(hdrs.CONTENT_ENCODING, ()) for token in value.split(","))
+    if any(coding not in _IDENTITY for coding in codings):
         # The gateway must see exactly what the upstream will apply; it does not inflate bodies.
         raise _refuse(
             context,
@@ -192,11 +223,13 @@ def check_size(context: RequestContext, body: Body) -> None:
         raise _refuse(context, Reason.TOO_LARGE, _too_large(context.config.settings.patch.max_body_bytes))
 
 
-def check_request(request: web.Request, context: RequestContext, now: datetime) -> None:
-    """The checks made before the body is read: a retired shape is refused without reading it."""
+def check_request(request: web.Request, context: RequestContext, now: datetime) -> str:
+    """The checks made before the body is read (a retired shape is refused without reading it); the image id."""
     check_media_type(request, context)
+    image = check_target(request, context)
     check_encoding(request, context)
     check_retirement(request, context, now)
+    return image
 
 
 def check_body(request: web.Request, context: RequestContext, body: Body) -> parser.Patch:
@@ -225,42 +258,49 @@ def signal_headers(
 async def _send(
     request: web.Request,
     context: RequestContext,
-    target: str,
+    path: str,
     headers: CIMultiDict[str],
     data: bytes | AsyncIterator[bytes] | None,
 ) -> web.StreamResponse:
     gateway_upstream = request.app[UPSTREAM]
     if isinstance(data, bytes):
-        answer = await gateway_upstream.call("PATCH", target, headers, data, context)
+        answer = await gateway_upstream.call("PATCH", path, headers, data, context)
         return upstream.answer_response(answer, signal_headers(request, context, answer.headers))
     # aiohttp streams an async iterator as it streams a StreamReader.
-    async with gateway_upstream.exchange("PATCH", target, headers, data, context) as response:  # type: ignore[arg-type]
+    async with gateway_upstream.exchange("PATCH", path, headers, data, context) as response:  # type: ignore[arg-type]
         return await upstream.relay(request, response, signal_headers(request, context, response.headers), context)
 
 
-async def _existing_attributes(request: web.Request, context: RequestContext) -> set[str] | web.StreamResponse:
+def image_path(image: str) -> str:
+    """The canonical URL of an image, built from its id alone: no client path, query or version."""
+    return f"/v2/images/{quote(image, safe='')}"
+
+
+async def _existing_attributes(request: web.Request, context: RequestContext, image: str) -> set[str] | web.StreamResponse:
     """The image's attribute names, read with the caller's own credentials.
 
+    The read is ``GET /v2/images/{image_id}`` and nothing else: the client's path and query
+    could make IMS's stack run another method on another resource (``?_method=DELETE``).
     When the upstream will not show the image (404, 401, 403...) its answer is what the
     PATCH would have got too, so it is returned for the client instead.
     """
     gateway_upstream = request.app[UPSTREAM]
-    headers = gateway_upstream.request_headers(request, context.request_id)
+    headers = gateway_upstream.request_headers(request, context)
     for name in (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH, hdrs.CONTENT_ENCODING):
         headers.popall(name, None)
     headers[hdrs.ACCEPT] = "application/json"
-    answer = await gateway_upstream.call("GET", request.raw_path, headers, b"", context)
+    answer = await gateway_upstream.call("GET", image_path(image), headers, b"", context)
     if answer.status != 200:
         return upstream.answer_response(answer, signal_headers(request, context, answer.headers))
     try:
-        image = json.loads(answer.body)
+        document = json.loads(answer.body)
     except ValueError:
-        image = None
-    if not isinstance(image, dict):
+        document = None
+    if not isinstance(document, dict):
         raise errors.GatewayError(
             502, errors.UPSTREAM_UNREACHABLE, "The upstream's image is not a JSON object; cannot check v2.0 'add'."
         )
-    return set(image)
+    return set(document)
 
 
 async def patch_image(request: web.Request) -> web.StreamResponse:
@@ -279,7 +319,7 @@ async def patch_image(request: web.Request) -> web.StreamResponse:
 
 async def enforce(request: web.Request, context: RequestContext, now: datetime) -> web.StreamResponse:
     settings = context.config.settings
-    check_request(request, context, now)
+    image = check_request(request, context, now)
     body = await _read(request, context)
     parsed = check_body(request, context, body)
 
@@ -287,7 +327,7 @@ async def enforce(request: web.Request, context: RequestContext, now: datetime) 
     is_v20 = parsed.shape is Shape.V20
     translated = successor is not None or (is_v20 and settings.patch.rewrite)
     if is_v20 and translated and settings.patch.check_add_conflicts and conflicts.needs_check(parsed.changes):
-        existing = await _existing_attributes(request, context)
+        existing = await _existing_attributes(request, context, image)
         if isinstance(existing, web.StreamResponse):
             context.outcome = Outcome.UPSTREAM_ANSWER
             return existing
@@ -296,7 +336,7 @@ async def enforce(request: web.Request, context: RequestContext, now: datetime) 
             context.outcome = Outcome.CONFLICT
             raise errors.GatewayError(409, errors.CONFLICT, message)
 
-    headers = request.app[UPSTREAM].request_headers(request, context.request_id)
+    headers = request.app[UPSTREAM].request_headers(request, context)
     if successor is not None:
         forwarded = parser.to_v21_json(parsed.changes)
         headers[hdrs.CONTENT_TYPE] = retirement.SUCCESSOR_MEDIA_TYPE
@@ -330,6 +370,6 @@ async def observe(request: web.Request, context: RequestContext, now: datetime) 
             context.outcome,
             f" ({context.reason})" if context.reason else "",
         )
-    headers = request.app[UPSTREAM].request_headers(request, context.request_id)
+    headers = request.app[UPSTREAM].request_headers(request, context)
     data = body.data if body.complete else _replay(body, request.content)
     return await _send(request, context, request.raw_path, headers, data)

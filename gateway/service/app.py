@@ -75,7 +75,8 @@ def build_app(
     app[METRICS] = metrics.Metrics(registry if registry is not None else metrics.process_registry(), settings)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_publishing)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    # Every target, a decoded newline included: the gate, not aiohttp's router, decides.
+    app.router.add_route("*", "/{tail:(?s:.*)}", dispatch)
     return app
 
 

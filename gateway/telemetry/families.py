@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
+from gateway.edge.headers import ROUTING_HEADERS, UNDERSCORE
 from gateway.patch.parser import OPS
 from gateway.vocabulary import (
     AttributeClass,
@@ -85,6 +86,8 @@ LABEL_VALUES: Final[dict[str, tuple[str, ...]]] = {
     "op": OPS,
     "attribute_class": _values(AttributeClass),
     "result": _values(ReloadResult),
+    "header": (*sorted(name.lower() for name in ROUTING_HEADERS), UNDERSCORE),
+    "action": ("dropped", "refused"),
 }
 
 BUILD_INFO = Family("build_info", Kind.GAUGE, "The running ims-gateway: always 1.", ("version", "python"), Combine.MAX)
@@ -132,6 +135,17 @@ CLIENT_CALLS = Family(
     "PATCH /v2/images/{id} calls by client label (from the User-Agent, capped) and shape.",
     ("client", "shape"),
 )  # fmt: skip
+REFUSED_REQUESTS = Family(
+    "refused_requests_total", Kind.COUNTER,
+    "Requests the gateway refused itself, nothing forwarded, any route, by reason.",
+    ("reason",),
+)  # fmt: skip
+ROUTING_HEADERS_SEEN = Family(
+    "routing_headers_total", Kind.COUNTER,
+    "Headers that could change the path or method IMS executes (SCRIPT_NAME, names with '_', ...), "
+    "by header and what the gateway did: dropped before forwarding, or refused the request.",
+    ("header", "action"),
+)  # fmt: skip
 CONFIG_RELOADS = Family("config_reloads_total", Kind.COUNTER, "Configuration reloads, by result.", ("result",))
 CONFIG_LAST_RELOAD_SUCCESSFUL = Family(
     "config_last_reload_successful", Kind.GAUGE,
@@ -152,6 +166,8 @@ FAMILIES: Final = (
     DEPRECATED_OPERATIONS,
     REJECTIONS,
     CLIENT_CALLS,
+    REFUSED_REQUESTS,
+    ROUTING_HEADERS_SEEN,
     CONFIG_RELOADS,
     CONFIG_LAST_RELOAD_SUCCESSFUL,
 )

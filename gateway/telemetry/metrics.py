@@ -39,11 +39,13 @@ from gateway.telemetry.families import (
     IN_FLIGHT,
     METHODS,
     OTHER,
+    REFUSED_REQUESTS,
     REJECTIONS,
     REQUEST_BYTES,
     REQUEST_DURATION,
     REQUESTS,
     RESPONSE_BYTES,
+    ROUTING_HEADERS_SEEN,
     UPSTREAM_DURATION,
     UPSTREAM_ERRORS,
 )
@@ -119,6 +121,8 @@ class Metrics:
         self._operations = values[DEPRECATED_OPERATIONS]
         self._rejections = values[REJECTIONS]
         self._client_calls = values[CLIENT_CALLS]
+        self._refused = values[REFUSED_REQUESTS]
+        self._routing_headers = values[ROUTING_HEADERS_SEEN]
         self._duration = self.counts.histograms[REQUEST_DURATION]
         self._upstream_duration = self.counts.histograms[UPSTREAM_DURATION]
 
@@ -170,6 +174,12 @@ class Metrics:
         if failure is not None:
             stage = Stage.MID_STREAM if prepared else Stage.BEFORE_RESPONSE
             self._upstream_errors[(failure.kind.value, stage.value)] += 1
+        if context.outcome is Outcome.REJECTED and context.mode is not Mode.OBSERVE and context.reason is not None:
+            self._refused[(context.reason.value,)] += 1
+        for _, label in context.dropped_headers:
+            self._routing_headers[(label, "dropped")] += 1
+        for label in context.refused_headers:
+            self._routing_headers[(label, "refused")] += 1
         if context.route is Route.IMAGE_PATCH:
             self._deprecated_call(request, context, status, status_label)
 

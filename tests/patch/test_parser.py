@@ -52,7 +52,7 @@ def body_of(document: Any) -> bytes:
     return json.dumps(document).encode()
 
 
-def refusal(content_type: str | None, body: bytes | None, **options: bool) -> PatchError:
+def refusal(content_type: str | None, body: bytes | None, **options: Any) -> PatchError:
     with pytest.raises(PatchError) as caught:
         parse(content_type, body, **options)
     return caught.value
@@ -829,8 +829,9 @@ def test_every_reason_is_declared() -> None:
         (V21, body_of([{"op": "remove", "path": "/id"}])),
         (V21, body_of([{"op": "remove", "path": "/deleted"}])),
         (V21, b'[{"op": "remove", "op": "remove", "path": "/a"}]'),
+        (V21, body_of([{"op": "add", "path": "/a", "value": [[["deep"]]]}])),
     ]
-    reasons = {refusal(ct, body, reject_duplicate_members=True).reason for ct, body in samples}
+    reasons = {refusal(ct, body, reject_duplicate_members=True, max_value_depth=2).reason for ct, body in samples}
 
     assert reasons == REASONS
 

@@ -351,8 +351,8 @@ FORBIDDEN = b'[{"op": "replace", "path": "/__os_type", "value": "Windows"}]'
         "/V2/IMAGES/{id}",
         "/v2/images/{id}?foo=bar",
         "/v2/images/{id};x=1",
-        "/v2/images/{id}/extra",
-        "/v2/images",
+        "/images/{id}",
+        "/IMAGES/{id}/",
     ],
 )
 async def test_path_variants_are_inspected_too(stack: Stack, target: str) -> None:
@@ -365,6 +365,21 @@ async def test_path_variants_are_inspected_too(stack: Stack, target: str) -> Non
     response = await raw_request(stack.gateway.url, request)
     assert response.status == 400
     assert json.loads(response.body)["error"]["code"] == "IMSGW.0403"
+    assert stack.journal == []
+
+
+@pytest.mark.parametrize("target", ["/v2/images/{id}/extra", "/v2/images", "/v2/images/{id}/file", "/v2/cloudimages/{id}", "/x"])
+async def test_a_json_patch_body_that_names_no_image_is_refused(stack: Stack, target: str) -> None:
+    image = await stack.create()
+    body = b'[{"op": "replace", "path": "/name", "value": "allowed"}]'
+    path = target.replace("{id}", image["id"])
+    request = (
+        f"PATCH {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: {V21}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+    response = await raw_request(stack.gateway.url, request)
+    assert response.status == 400
+    assert json.loads(response.body)["error"]["message"] == "An image PATCH must name one image: PATCH /v2/images/{image_id}."
     assert stack.journal == []
 
 
