@@ -6,14 +6,37 @@ error types, never the modules that use it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from gateway.config.generation import Config
 from gateway.edge.errors import UpstreamFailure
 from gateway.patch.parser import Change
-from gateway.vocabulary import Mode, Outcome, Reason, Route, Shape
+from gateway.vocabulary import Mode, Outcome, Reason, Route, Shape, Signature
+
+
+@dataclass(slots=True)
+class Signed:
+    """A request's AK/SK signature: what it covers and what the gateway does with it."""
+
+    algorithm: str
+    access_key: str
+    # The lower-case header names it covers; None: unreadable, so every header counts as signed.
+    signed_headers: frozenset[str] | None
+    handling: Signature
+    scope: str | None = None  # V11: "YYYYMMDD/region/service"
+    secret_key: str | None = field(default=None, repr=False)
+
+    def covers(self, header: str) -> bool:
+        """Whether the client signed ``header``: then the gateway may not change it."""
+        return self.handling is Signature.PASSED_THROUGH and (self.signed_headers is None or header.lower() in self.signed_headers)
+
+    @property
+    def shown_key(self) -> str:
+        """The access key as the report shows it: enough for an operator to tell it, not all of it."""
+        key = self.access_key
+        return f"{key[:4]}...{key[-4:]}" if len(key) >= 12 else "..."
 
 
 @dataclass(slots=True)
@@ -34,6 +57,8 @@ class RequestContext:
     # Routing headers (name, metrics label) the gate dropped, or the labels of those it refused.
     dropped_headers: tuple[tuple[str, str], ...] = ()
     refused_headers: tuple[str, ...] = ()
+    signed: Signed | None = None  # the request's AK/SK signature, if it has one
+    body: bytes | None = None  # a body already read whole (to verify its signature)
 
 
 CONTEXT = web.RequestKey("ims_gateway.context", RequestContext)

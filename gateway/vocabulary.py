@@ -70,6 +70,7 @@ class Reason(enum.StrEnum):
     CONNECTION_HEADER = "connection_header"  # Connection names a header the gateway decides on
     BAD_TARGET = "bad_target"  # not origin-form, control characters, a fragment, or json-patch not on an image
     HTTP_VERSION = "http_version"  # neither HTTP/1.0 nor HTTP/1.1
+    SIGNATURE = "signature"  # signed with a listed access key, and the signature did not verify
     BROWNOUT = "brownout"
     SUNSET = "sunset"
     OTHER = "other"
@@ -109,6 +110,14 @@ class Stage(enum.StrEnum):
     MID_STREAM = "mid_stream"
 
 
+class Signature(enum.StrEnum):
+    """What became of a request carrying a Huawei Cloud AK/SK signature."""
+
+    PASSED_THROUGH = "passed_through"  # an unlisted key: forwarded with all it signed as received
+    RESIGNED = "resigned"  # a listed key: verified, then what the gateway sent signed with it
+    REFUSED = "refused"  # a listed key whose signature did not verify: 401, nothing forwarded
+
+
 class ReloadResult(enum.StrEnum):
     SUCCESS = "success"
     FAILURE = "failure"
@@ -123,5 +132,6 @@ __all__ = [
     "ReloadResult",
     "Route",
     "Shape",
+    "Signature",
     "Stage",
 ]

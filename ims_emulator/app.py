@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -15,6 +15,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.edge import signing
 from ims_emulator import deserializer, stack
 from ims_emulator.cloudimages import apply_cloudimages_patch
 from ims_emulator.errors import ImsError, error_response, status_code
@@ -45,6 +46,7 @@ EMULATOR_JOURNAL = web.AppKey[list[RecordedRequest] | None]("ims_emulator_journa
 IMAGE_STORE = web.AppKey("ims_emulator_store", ImageStore)
 ENVIRON = web.RequestKey("ims_emulator_environ", stack.Environ)
 Params = dict[str, str]
+_CONTENT_HASH_HEADERS: Final = ("X-Sdk-Content-Sha256", "X-Sdk-Content-Sm3")
 Route = Callable[[web.Request, Params], Awaitable[web.StreamResponse]]
 
 
@@ -285,6 +287,28 @@ async def _render_errors(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(exc.status, status_code(exc.status), exc.text or exc.reason)
 
 
+def _signature_middleware(credentials: Mapping[str, str]) -> Middleware:
+    """IMS's API gateway: every request must carry a valid AK/SK signature of a known key."""
+
+    @web.middleware
+    async def verify(request: web.Request, handler: Handler) -> web.StreamResponse:
+        payload: signing.Payload
+        if not request.body_exists:
+            payload = b""
+        elif any(request.headers.get(name, "").strip() == signing.UNSIGNED_PAYLOAD for name in _CONTENT_HASH_HEADERS):
+            payload = signing.UNSIGNED  # image data streams on, unread
+        else:
+            payload = await request.read()
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        verdict = signing.verify(request.method, raw_path, raw_query, list(request.headers.items()), payload, credentials)
+        if not verdict.ok:
+            problem = verdict.reason.value if verdict.reason is not None else "invalid signature"
+            raise ImsError(401, f"Incorrect IAM authentication information: {problem}", code="APIG.0301")
+        return await handler(request)
+
+    return verify
+
+
 def _journal_middleware(journal: list[RecordedRequest]) -> Middleware:
     @web.middleware
     async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -307,13 +331,19 @@ async def _image_store(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def build_emulator_app(*, journal: list[RecordedRequest] | None = None) -> web.Application:
-    """The emulator app; with ``journal``, every request is appended to it before it is handled."""
+def build_emulator_app(
+    *, journal: list[RecordedRequest] | None = None, credentials: Mapping[str, str] | None = None
+) -> web.Application:
+    """The emulator app; with ``journal``, every request is appended to it before it is handled;
+    with ``credentials`` (access key -> secret key), every request must be signed with one of
+    them, as IMS's API gateway wants (401 otherwise)."""
     # Outermost first: every answer, errors included, carries the request id, and the
     # journal sees each request before a handler can refuse it.
     middlewares: list[Middleware] = [_request_id, _render_errors]
     if journal is not None:
         middlewares.append(_journal_middleware(journal))
+    if credentials:
+        middlewares.append(_signature_middleware(credentials))
     app = web.Application(middlewares=middlewares, client_max_size=JSON_BODY_LIMIT)
     app[EMULATOR_JOURNAL] = journal
     app.cleanup_ctx.append(_image_store)
@@ -326,9 +356,11 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def start_emulator(host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+async def start_emulator(
+    host: str = "127.0.0.1", port: int = 0, credentials: Mapping[str, str] | None = None
+) -> tuple[web.AppRunner, str]:
     """Start the emulator on ``host:port`` (0: a free port); the runner and the base URL."""
-    runner = web.AppRunner(build_emulator_app())
+    runner = web.AppRunner(build_emulator_app(credentials=credentials))
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -340,6 +372,6 @@ async def start_emulator(host: str = "127.0.0.1", port: int = 0) -> tuple[web.Ap
     return runner, f"http://{_url_host(host)}:{bound_port}"
 
 
-def run_emulator(host: str, port: int) -> None:
+def run_emulator(host: str, port: int, credentials: Mapping[str, str] | None = None) -> None:
     """Serve the emulator until interrupted (``ims-gateway emulator --listen``)."""
-    web.run_app(build_emulator_app(), host=host, port=port)
+    web.run_app(build_emulator_app(credentials=credentials), host=host, port=port)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from gateway.config.schema import DeprecationSettings, Settings
+from gateway.edge.signing import Credentials, load_keys
 from gateway.patch.policy import Policy
 from gateway.patch.retirement import Schedule, Signals, parse_instant, parse_windows
 from gateway.vocabulary import Shape
@@ -22,6 +24,8 @@ class Config:
     policy: Policy
     generation: int = 0
     schedule: Schedule = Schedule()
+    # signing.credentials_file, read once per generation (a reload re-reads it).
+    credentials: Credentials = field(default_factory=Credentials)
 
     @classmethod
     def from_settings(cls, settings: Settings, generation: int = 0) -> Config:
@@ -34,7 +38,13 @@ class Config:
             ),
             generation=generation,
             schedule=_schedule(settings.deprecation),
+            credentials=read_credentials(settings.signing.credentials_file),
         )
+
+
+def read_credentials(path: str) -> Credentials:
+    """The keys of a credentials file (checked by the settings already), or none."""
+    return load_keys(Path(path).read_text(encoding="utf-8")) if path else Credentials()
 
 
 def _instant(text: str) -> datetime | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.edge import signing
 from gateway.patch import policy
 from gateway.patch import retirement as deprecation
 from gateway.telemetry import clients
@@ -300,6 +301,39 @@ class ReportSettings:
     )
 
 
+def _credentials_file(value: str) -> str | None:
+    if value == "":
+        return None
+    if not (os.access(value, os.R_OK) and Path(value).is_file()):
+        return "the path of a readable file of ACCESS_KEY:SECRET_KEY lines (or empty)"
+    try:
+        signing.load_keys(Path(value).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"a readable UTF-8 file ({type(exc).__name__})"
+    except ValueError as exc:  # names the line, never its content
+        return f"ACCESS_KEY:SECRET_KEY lines, '#' comments; {exc}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SigningSettings:
+    credentials_file: str = _setting(
+        "",
+        "file of ACCESS_KEY:SECRET_KEY lines ('#' comments): requests signed with a listed key are verified and, "
+        "once rewritten, signed again with it (empty: signed requests pass with all they signed unchanged)",
+        _credentials_file,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorSettings:
+    credentials_file: str = _setting(
+        "",
+        "the embedded emulator's ACCESS_KEY:SECRET_KEY file: it then verifies every request's signature as IMS does (empty: none)",
+        _credentials_file,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class LoggingSettings:
     level: str = _setting("info", "debug, info, warning or error", _one_of("debug", "info", "warning", "error"))
@@ -316,3 +350,5 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
+    signing: SigningSettings = field(default_factory=SigningSettings)
+    emulator: EmulatorSettings = field(default_factory=EmulatorSettings)

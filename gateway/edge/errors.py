@@ -19,6 +19,7 @@ from gateway.vocabulary import FailureKind
 
 # Codes of our own, in IMS's "PREFIX.NNNN" style; IMS uses the IMG. prefix.
 BAD_REQUEST = "IMSGW.0400"
+UNAUTHORIZED = "IMSGW.0401"
 FORBIDDEN_ATTRIBUTE = "IMSGW.0403"
 REQUEST_TIMEOUT = "IMSGW.0408"
 CONFLICT = "IMSGW.0409"

@@ -22,7 +22,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.config.schema import UpstreamSettings
-from gateway.edge.errors import UpstreamError, UpstreamFailure
+from gateway.edge import signing
+from gateway.edge.errors import BAD_REQUEST, GatewayError, UpstreamError, UpstreamFailure
 from gateway.edge.headers import (
     SKIP_AUTO_HEADERS,
     X_FORWARDED_FOR,
@@ -32,15 +33,19 @@ from gateway.edge.headers import (
     append,
     end_to_end,
 )
-from gateway.vocabulary import FailureKind
+from gateway.vocabulary import FailureKind, Signature
 
 if TYPE_CHECKING:
-    from gateway.context import RequestContext
+    from gateway.context import RequestContext, Signed
 
 log = logging.getLogger("ims_gateway.upstream")
 
 # Read buffer of a streamed body, each way: larger pieces, fewer loop turns per GiB.
 STREAM_CHUNK = 256 * 1024
+
+
+def _covers_nothing(header: str) -> bool:
+    return False
 
 
 def classify_failure(exc: BaseException) -> UpstreamFailure:
@@ -87,19 +92,24 @@ class Upstream:
 
     def request_headers(self, request: web.BaseRequest, context: RequestContext) -> CIMultiDict[str]:
         """What goes upstream: the end-to-end headers less the routing headers the gate dropped,
-        the forwarding headers and the request id."""
+        the forwarding headers and the request id; none of them where the client signed it
+        (with a key the gateway does not hold: ``gateway.proxy.signed``)."""
         headers = end_to_end(request.headers)
         for name, _ in context.dropped_headers:
             headers.popall(name, None)
-        if request.remote:
+        signed = context.signed
+        kept = signed.covers if signed is not None else _covers_nothing
+        if request.remote and not kept(X_FORWARDED_FOR):
             append(headers, X_FORWARDED_FOR, request.remote)
-        append(headers, X_FORWARDED_PROTO, request.scheme)
+        if not kept(X_FORWARDED_PROTO):
+            append(headers, X_FORWARDED_PROTO, request.scheme)
         client_host = request.headers.get(hdrs.HOST)
-        if client_host:
+        if client_host and not kept(X_FORWARDED_HOST):
             append(headers, X_FORWARDED_HOST, client_host)
-        if not self.settings.preserve_host or not client_host:
+        if not client_host or not (self.settings.preserve_host or kept(hdrs.HOST)):
             headers[hdrs.HOST] = self._host
-        headers[X_REQUEST_ID] = context.request_id
+        if not kept(X_REQUEST_ID):
+            headers[X_REQUEST_ID] = context.request_id
         return headers
 
     @asynccontextmanager
@@ -116,6 +126,10 @@ class Upstream:
         With a ``context``, the time until IMS's response headers is added to its
         ``upstream_seconds``.
         """
+        signed = context.signed if context is not None else None
+        if signed is not None and signed.handling is Signature.RESIGNED:
+            payload: signing.Payload = data if isinstance(data, bytes) else b"" if data is None else signing.UNSIGNED
+            headers = CIMultiDict(resigned(signed, method, self._host, self._prefix + raw_path, list(headers.items()), payload))
         started = time.perf_counter()
         try:
             response = await self.session.request(
@@ -258,3 +272,30 @@ async def relay(
         )
         transport.abort()
     return response
+
+
+# The headers a new signature replaces.
+_RESIGNED_HEADERS = frozenset({"authorization", "x-sdk-date", "x-sdk-content-sha256", "x-sdk-content-sm3", "host"})
+
+
+def resigned(
+    signed: Signed, method: str, host: str, raw_path: str, headers: list[tuple[str, str]], body: signing.Payload
+) -> list[tuple[str, str]]:
+    """What the gateway sends, signed with the client's own key for the upstream's ``host``."""
+    if signed.secret_key is None:
+        raise RuntimeError("resigned() needs a verified signature")
+    kept = [(name, value) for name, value in headers if name.lower() not in _RESIGNED_HEADERS]
+    if body is signing.UNSIGNED:
+        kept.append(("X-Sdk-Content-Sm3" if signed.algorithm == signing.HMAC_SM3 else "X-Sdk-Content-Sha256", signing.UNSIGNED_PAYLOAD))
+    region = service = None
+    if signed.scope is not None:
+        _, region, service = signed.scope.split("/")
+    path, _, query = raw_path.partition("?")
+    try:
+        result = signing.sign(
+            method, host, path, query, kept, body, signed.access_key, signed.secret_key,
+            algorithm=signed.algorithm, region=region, service=service,
+        )  # fmt: skip
+    except (signing.SigningError, ValueError) as exc:
+        raise GatewayError(400, BAD_REQUEST, f"The request cannot be signed again: {exc}.") from None
+    return result.headers

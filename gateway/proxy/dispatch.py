@@ -16,9 +16,9 @@ from gateway.context import CONTEXT, RequestContext
 from gateway.edge import errors, upstream
 from gateway.edge.headers import X_REQUEST_ID, request_id_for
 from gateway.patch.target import classify, is_json_patch
-from gateway.proxy import gate, images
+from gateway.proxy import gate, images, signed
 from gateway.service.state import METRICS, RUNTIME, UPSTREAM
-from gateway.vocabulary import Route
+from gateway.vocabulary import Route, Signature
 
 access_log = logging.getLogger("ims_gateway.access")
 
@@ -83,14 +83,18 @@ async def forward(request: web.Request) -> web.StreamResponse:
     context = request[CONTEXT]
     gateway_upstream = request.app[UPSTREAM]
     headers = gateway_upstream.request_headers(request, context)
-    data = request.content if request.body_exists else None
+    data = context.body if context.body is not None else request.content if request.body_exists else None
     async with gateway_upstream.exchange(request.method, request.raw_path, headers, data, context) as response:
         return await upstream.relay(request, response, {X_REQUEST_ID: context.request_id}, context)
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
     context = request[CONTEXT]
+    signature = signed.inspect(request, context)
     gate.admit(request, context)
+    if signature is not None and signature.handling is Signature.RESIGNED:
+        limit = context.config.settings.patch.max_body_bytes if context.route is Route.IMAGE_PATCH else signed.SIGNED_BODY_LIMIT
+        context.body = await signed.verify(request, context, signature, limit, request.app[RUNTIME].clock())
     if context.route is Route.IMAGE_PATCH:
         return await images.patch_image(request)
     return await forward(request)

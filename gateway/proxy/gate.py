@@ -67,7 +67,10 @@ def admit(request: web.BaseRequest, context: RequestContext) -> None:
         )
     found = routing_headers(headers)
     if found:
-        if context.config.settings.server.routing_headers == "refuse":
+        # A header the client signed cannot be dropped without breaking its signature.
+        if context.config.settings.server.routing_headers == "refuse" or (
+            context.signed is not None and any(context.signed.covers(name) for name, _ in found)
+        ):
             names = ", ".join(name for name, _ in found)
             context.refused_headers = tuple(label for _, label in found)
             raise _refuse(

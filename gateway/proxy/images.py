@@ -25,7 +25,7 @@ from gateway.edge.headers import X_REQUEST_ID
 from gateway.patch import conflicts, parser, retirement, target
 from gateway.patch.policy import Violation
 from gateway.service.state import RUNTIME, UPSTREAM
-from gateway.vocabulary import Mode, Outcome, Reason, Shape
+from gateway.vocabulary import Mode, Outcome, Reason, Shape, Signature
 
 log = logging.getLogger("ims_gateway.patch")
 
@@ -70,6 +70,8 @@ async def read_body(request: web.Request, limit: int) -> Body:
 
 
 async def _read(request: web.Request, context: RequestContext) -> Body:
+    if context.body is not None:  # read whole already, to verify its signature
+        return Body(context.body)
     try:
         return await read_body(request, context.config.settings.patch.max_body_bytes)
     except errors.GatewayError as exc:  # the body did not arrive within server.body_timeout
@@ -323,9 +325,12 @@ async def enforce(request: web.Request, context: RequestContext, now: datetime) 
     body = await _read(request, context)
     parsed = check_body(request, context, body)
 
-    successor = retirement.successor_target(request.raw_path) if settings.patch.successor_routing else None
+    # What a client signed with a key the gateway does not hold must reach IMS as signed.
+    keeps_signature = context.signed is not None and context.signed.handling is Signature.PASSED_THROUGH
+    rerouting = settings.patch.successor_routing and not keeps_signature
+    successor = retirement.successor_target(request.raw_path) if rerouting else None
     is_v20 = parsed.shape is Shape.V20
-    translated = successor is not None or (is_v20 and settings.patch.rewrite)
+    translated = successor is not None or (is_v20 and settings.patch.rewrite and not keeps_signature)
     if is_v20 and translated and settings.patch.check_add_conflicts and conflicts.needs_check(parsed.changes):
         existing = await _existing_attributes(request, context, image)
         if isinstance(existing, web.StreamResponse):

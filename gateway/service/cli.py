@@ -11,12 +11,15 @@ import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from aiohttp import web
 
 from gateway import __version__, config
+from gateway.config.generation import read_credentials
 from gateway.config.schema import Address, Settings, SettingsError
 from gateway.edge.server import GatewayRunner
+from gateway.edge.signing import Credentials, load_keys
 from gateway.service import reload, workers
 from gateway.service.app import build_admin_app, build_app, runner_options
 from gateway.service.state import Lifecycle
@@ -62,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
 
     emulator = commands.add_parser("emulator", help="run only the built-in IMS emulator")
     emulator.add_argument("--listen", metavar="HOST:PORT", type=_address, default="127.0.0.1:8774")
+    emulator.add_argument(
+        "--credentials-file", metavar="FILE",
+        help="ACCESS_KEY:SECRET_KEY lines: verify every request's AK/SK signature as IMS does (401 otherwise)",
+    )  # fmt: skip
     return top
 
 
@@ -108,7 +115,8 @@ async def serve(
     url = settings.upstream.url
     emulator_runner = None
     if not url:
-        emulator_runner, url = await start_emulator("127.0.0.1", 0)
+        keys = read_credentials(settings.emulator.credentials_file)
+        emulator_runner, url = await start_emulator("127.0.0.1", 0, credentials=keys)
         log.warning(
             "no upstream configured (upstream.url, IMS_GATEWAY_UPSTREAM_URL or --upstream): "
             "started the built-in IMS emulator at %s; it keeps images in memory only",
@@ -168,6 +176,17 @@ async def serve(
     return 0
 
 
+def emulator_credentials(path: str | None) -> Credentials:
+    """The keys of ``emulator --credentials-file``; ValueError naming the problem, never a secret."""
+    if path is None:
+        return Credentials()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read it ({type(exc).__name__})") from None
+    return load_keys(text)
+
+
 def load_settings(args: argparse.Namespace) -> Settings:
     return config.load(args.config, overrides=flag_overrides(args))
 
@@ -190,9 +209,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "emulator":
         from ims_emulator.app import run_emulator
 
+        try:
+            keys = emulator_credentials(args.credentials_file)
+        except ValueError as exc:
+            print(f"ims-gateway: --credentials-file {args.credentials_file}: {exc}", file=sys.stderr)
+            return 2
         configure_logging("info")
         address = Address.parse(args.listen)
-        run_emulator(address.host, address.port)
+        run_emulator(address.host, address.port, credentials=keys)
         return 0
 
     try:

@@ -58,6 +58,8 @@ class DeprecatedCall:
     status: int | None
     ops: Mapping[str, int]
     attributes: Mapping[str, int]
+    signature: str | None = None  # passed_through, resigned, refused: an AK/SK signed call
+    access_key: str | None = None  # its access key, shortened (never the secret key or the signature)
 
     @classmethod
     def of(
@@ -73,6 +75,8 @@ class DeprecatedCall:
         status: int | None,
         changes: Iterable[tuple[str, str]],
         at: float,
+        signature: str | None = None,
+        access_key: str | None = None,
     ) -> DeprecatedCall:
         """``changes`` is (op, attribute class) for each operation of the body."""
         headers = request.headers
@@ -96,6 +100,8 @@ class DeprecatedCall:
             status=status,
             ops=ops,
             attributes=attributes,
+            signature=signature,
+            access_key=access_key,
         )
 
     def log_record(self) -> dict[str, Any]:

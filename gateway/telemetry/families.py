@@ -22,6 +22,7 @@ from gateway.vocabulary import (
     ReloadResult,
     Route,
     Shape,
+    Signature,
     Stage,
 )
 
@@ -88,6 +89,7 @@ LABEL_VALUES: Final[dict[str, tuple[str, ...]]] = {
     "result": _values(ReloadResult),
     "header": (*sorted(name.lower() for name in ROUTING_HEADERS), UNDERSCORE),
     "action": ("dropped", "refused"),
+    "handling": _values(Signature),
 }
 
 BUILD_INFO = Family("build_info", Kind.GAUGE, "The running ims-gateway: always 1.", ("version", "python"), Combine.MAX)
@@ -146,6 +148,17 @@ ROUTING_HEADERS_SEEN = Family(
     "by header and what the gateway did: dropped before forwarding, or refused the request.",
     ("header", "action"),
 )  # fmt: skip
+SIGNED_REQUESTS = Family(
+    "signed_requests_total", Kind.COUNTER,
+    "Requests carrying a Huawei Cloud AK/SK signature, by what the gateway did: passed_through (a key it does not hold: "
+    "forwarded with all it signed unchanged), resigned (a listed key: verified, signed again), refused (did not verify).",
+    ("handling",),
+)  # fmt: skip
+DEPRECATED_SIGNED_CALLS = Family(
+    "deprecated_signed_calls_total", Kind.COUNTER,
+    "PATCH /v2/images/{id} calls carrying an AK/SK signature, by body shape and handling.",
+    ("shape", "handling"),
+)  # fmt: skip
 CONFIG_RELOADS = Family("config_reloads_total", Kind.COUNTER, "Configuration reloads, by result.", ("result",))
 CONFIG_LAST_RELOAD_SUCCESSFUL = Family(
     "config_last_reload_successful", Kind.GAUGE,
@@ -168,6 +181,8 @@ FAMILIES: Final = (
     CLIENT_CALLS,
     REFUSED_REQUESTS,
     ROUTING_HEADERS_SEEN,
+    SIGNED_REQUESTS,
+    DEPRECATED_SIGNED_CALLS,
     CONFIG_RELOADS,
     CONFIG_LAST_RELOAD_SUCCESSFUL,
 )

@@ -36,6 +36,7 @@ from gateway.telemetry.families import (
     CONFIG_RELOADS,
     DEPRECATED_CALLS,
     DEPRECATED_OPERATIONS,
+    DEPRECATED_SIGNED_CALLS,
     IN_FLIGHT,
     METHODS,
     OTHER,
@@ -46,6 +47,7 @@ from gateway.telemetry.families import (
     REQUESTS,
     RESPONSE_BYTES,
     ROUTING_HEADERS_SEEN,
+    SIGNED_REQUESTS,
     UPSTREAM_DURATION,
     UPSTREAM_ERRORS,
 )
@@ -123,6 +125,8 @@ class Metrics:
         self._client_calls = values[CLIENT_CALLS]
         self._refused = values[REFUSED_REQUESTS]
         self._routing_headers = values[ROUTING_HEADERS_SEEN]
+        self._signed = values[SIGNED_REQUESTS]
+        self._signed_calls = values[DEPRECATED_SIGNED_CALLS]
         self._duration = self.counts.histograms[REQUEST_DURATION]
         self._upstream_duration = self.counts.histograms[UPSTREAM_DURATION]
 
@@ -180,6 +184,8 @@ class Metrics:
             self._routing_headers[(label, "dropped")] += 1
         for label in context.refused_headers:
             self._routing_headers[(label, "refused")] += 1
+        if context.signed is not None:
+            self._signed[(context.signed.handling.value,)] += 1
         if context.route is Route.IMAGE_PATCH:
             self._deprecated_call(request, context, status, status_label)
 
@@ -202,6 +208,9 @@ class Metrics:
             self._operations[(shape, op, kind)] += 1
         client = self.clients.label(request.headers.get(hdrs.USER_AGENT))
         self._client_calls[(client, shape)] += 1
+        signed = context.signed
+        if signed is not None:
+            self._signed_calls[(shape, signed.handling.value)] += 1
         call = calls.DeprecatedCall.of(
             request,
             request_id=context.request_id,
@@ -213,6 +222,8 @@ class Metrics:
             status=status,
             changes=changes,
             at=self.clock(),
+            signature=signed.handling.value if signed is not None else None,
+            access_key=signed.shown_key if signed is not None else None,
         )
         self.report.record(call)
         calls.write_log_line(call)

@@ -37,6 +37,8 @@ class Entry:
     ops: Counter[str] = field(default_factory=Counter)
     attributes: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
+    signatures: Counter[str] = field(default_factory=Counter)
+    access_key: str | None = None
 
     def add(self, call: DeprecatedCall) -> None:
         self.count += 1
@@ -50,6 +52,9 @@ class Entry:
             self.ops[op] += count
         for attribute, count in call.attributes.items():
             self.attributes[attribute] += count
+        if call.signature is not None:
+            self.signatures[call.signature] += 1
+            self.access_key = call.access_key
 
     def document(self) -> dict[str, Any]:
         return {
@@ -64,6 +69,8 @@ class Entry:
             "ops": dict(self.ops),
             "attributes": dict(self.attributes),
             "outcomes": dict(self.outcomes),
+            "signatures": dict(self.signatures),
+            "access_key": self.access_key,
             "first_seen": utc(self.first_seen),
             "last_seen": utc(self.last_seen),
         }
@@ -156,7 +163,7 @@ def prefers_html(accept: str | None) -> bool:
 
 _COLUMNS: Final = (
     "client", "user agent", "address", "forwarded for", "project", "calls",
-    "shapes", "modes", "ops", "attributes", "outcomes", "first seen", "last seen",
+    "shapes", "modes", "ops", "attributes", "outcomes", "signatures", "access key", "first seen", "last seen",
 )  # fmt: skip
 
 
@@ -168,7 +175,7 @@ def _row(entry: Entry) -> str:
     cells = (
         entry.client, entry.user_agent or "", entry.address, entry.forwarded_for or "", entry.project_id or "",
         str(entry.count), _counts(entry.shapes), _counts(entry.modes), _counts(entry.ops), _counts(entry.attributes),
-        _counts(entry.outcomes), utc(entry.first_seen), utc(entry.last_seen),
+        _counts(entry.outcomes), _counts(entry.signatures), entry.access_key or "", utc(entry.first_seen), utc(entry.last_seen),
     )  # fmt: skip
     return "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
 

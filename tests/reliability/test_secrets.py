@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.sdk_request import SdkRequest
+from huaweicloudsdkcore.signer.signer import Signer
 
 from gateway.patch.parser import V20_MEDIA_TYPE, V21_MEDIA_TYPE
 from testing.faulty_upstream import FaultyUpstream
@@ -125,3 +129,40 @@ async def test_credentials_in_the_upstream_url_are_refused_at_start(spawn_gatewa
         spawn_gateway(f"http://user:password{MARK}@127.0.0.1:9")
     assert "upstream.url" in str(started.value)
     assert f"password{MARK}" not in str(started.value)
+
+
+SECRET_KEY = f"sk{MARK}secret"
+
+
+async def test_secret_keys_and_signatures_never_leave_the_gateway(
+    upstream: FaultyUpstream, spawn_gateway: SpawnGateway, tmp_path: Path
+) -> None:
+    """A listed key's secret (in signing.credentials_file) and every signature stay inside."""
+    keys = tmp_path / "credentials"
+    keys.write_text(f"# test\nLISTEDAK{MARK}:{SECRET_KEY}\n")
+    gateway = spawn_gateway(upstream.url, logging={"level": "debug"}, signing={"credentials_file": str(keys)})
+    host = "gateway.test"  # what build_request sends as Host
+    answers: list[bytes] = []
+    for method, target, content_type, body in (
+        ("GET", "/v2/images", "application/json", b""),
+        ("PATCH", "/v2/images/0b1f", V21_MEDIA_TYPE, b'[{"op": "replace", "path": "/__os_type", "value": "x"}]'),
+        ("PATCH", "/v2/images/0b1f", V20_MEDIA_TYPE, b'[{"replace": "/name", "value": "x"}]'),
+    ):
+        for access_key, secret in ((f"LISTEDAK{MARK}", SECRET_KEY), (f"LISTEDAK{MARK}", f"wrong{MARK}"), (f"OTHER{MARK}", f"other{MARK}")):
+            request = SdkRequest(method=method, schema="http", host=host, resource_path=target, query_params=[],
+                                 header_params={"Content-Type": content_type, "X-Project-Id": f"p{MARK}"}, body=body)  # fmt: skip
+            Signer(BasicCredentials(access_key, secret)).sign(request)
+            sent = {name: value for name, value in request.header_params.items() if name.lower() != "host"}
+            response = await fetch(gateway.url + target, method, sent, body or None)
+            answers.append(repr(response.headers).encode() + response.body)
+    forwarded_signatures = [seen.headers.get("authorization", "") for seen in upstream.requests]
+    assert forwarded_signatures, "nothing was forwarded"
+    metrics = (await fetch(gateway.admin_url + "/metrics")).body.decode()
+    report = (await fetch(gateway.admin_url + "/deprecations")).body.decode()
+    assert 'handling="resigned"' in metrics and 'handling="refused"' in metrics and 'handling="passed_through"' in metrics
+    assert gateway.stop() == 0
+    log = gateway.log()
+    for name, text in {"answers": b"\n".join(answers).decode("utf-8", "replace"), "/metrics": metrics, "/deprecations": report, "log": log}.items():
+        assert SECRET_KEY not in text, name
+        assert "Signature=" not in text, name
+        assert not any(sig.rpartition("Signature=")[2] in text for sig in forwarded_signatures if "Signature=" in sig), name

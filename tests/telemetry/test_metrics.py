@@ -236,7 +236,7 @@ def test_every_reason_the_gateway_sets_is_a_known_label() -> None:
     reachable = {reason for _, _, reason in BODY_REASONS} | {"content_encoding", "method_override", "too_large", "body_timeout"}
     # Glance's own read-only/reserved 403s are not used: the policy refuses those names first.
     # The gate's reasons are counted in tests/proxy/test_gate.py, the schedule's in test_deprecation.py.
-    gate = {"routing_header", "connection_header", "bad_target", "http_version", "too_deep"}
+    gate = {"routing_header", "connection_header", "bad_target", "http_version", "too_deep", "signature"}
     assert set(LABEL_VALUES["reason"]) - reachable == {"read_only", "reserved", "brownout", "sunset", "other"} | gate
 
 
@@ -598,7 +598,7 @@ KNOWN_LABEL_VALUES = {
         "missing_op", "bad_op", "missing_path", "bad_pointer", "bad_depth", "missing_value", "read_only",
         "reserved", "duplicate_member", "forbidden_attribute", "too_large", "body_timeout", "content_encoding",
         "method_override", "brownout", "sunset", "other", "too_deep", "routing_header", "connection_header",
-        "bad_target", "http_version",
+        "bad_target", "http_version", "signature",
     },
     "op": {"add", "remove", "replace"},
     "attribute_class": {"name", "description", "custom", "system"},
@@ -609,6 +609,7 @@ KNOWN_LABEL_VALUES = {
         "x_forwarded_uri", "x_forwarded_path", "x_envoy_original_path", "x_original_method", "underscore",
     },
     "action": {"dropped", "refused"},
+    "handling": {"passed_through", "resigned", "refused"},
     "version": {__version__},
     "python": {platform.python_version()},
 }

@@ -82,6 +82,8 @@ def test_calls_of_one_client_fold_into_one_entry() -> None:
                 "ops": {"replace": 3, "add": 1},
                 "attributes": {"name": 2, "custom": 1, "system": 1},
                 "outcomes": {"rewritten": 1, "forwarded": 1, "rejected": 1},
+                "signatures": {},
+                "access_key": None,
                 "first_seen": "1970-01-01T00:01:40Z",
                 "last_seen": "1970-01-01T00:05:00Z",
             }
@@ -247,6 +249,8 @@ async def test_the_report_lists_each_client_with_what_it_did(
             "ops": {"replace": 2, "add": 1},
             "attributes": {"name": 1, "custom": 1, "system": 1},
             "outcomes": {"rewritten": 1, "rejected": 1},
+            "signatures": {},
+            "access_key": None,
         },
         {
             "client": "curl",
@@ -260,6 +264,8 @@ async def test_the_report_lists_each_client_with_what_it_did(
             "ops": {"replace": 1},
             "attributes": {"name": 1},
             "outcomes": {"forwarded": 1},
+            "signatures": {},
+            "access_key": None,
         },
     ]
 
