@@ -1,8 +1,10 @@
-"""Forwarding to IMS: the one client session, streaming both ways, failures as 502/504.
+"""Forwarding to IMS: streaming both ways, failures as 502/504.
 
 The gateway is transparent: method, path and query go upstream exactly as received, every
 end-to-end header goes both ways (``gateway.edge.headers``), and bodies stream with
-backpressure.
+backpressure. An exchange whose request body is in memory (or absent: PATCHes, reads,
+deletes) goes through the gateway's own keep-alive pool (``gateway.edge.pool``); one whose
+body streams from the client (uploads) through aiohttp's client.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -33,6 +35,7 @@ from gateway.edge.headers import (
     append,
     end_to_end,
 )
+from gateway.edge.pool import Pool
 from gateway.vocabulary import FailureKind, Signature
 
 if TYPE_CHECKING:
@@ -78,10 +81,11 @@ _EMPTY = frozenset({204, 304})
 class Upstream:
     """The one upstream: base URL, shared session, and how a request is sent there."""
 
-    def __init__(self, settings: UpstreamSettings, base_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: UpstreamSettings, base_url: str, session: aiohttp.ClientSession, pool: Pool) -> None:
         self.settings = settings
         self.base = URL(base_url)
         self.session = session
+        self.pool = pool
         self._prefix = self.base.raw_path.rstrip("/")
         self._root = str(self.base.origin()) + self._prefix
         self._host = (self.base.raw_host or "") + (f":{self.base.port}" if not self.base.is_default_port() else "")
@@ -117,10 +121,10 @@ class Upstream:
         self,
         method: str,
         raw_path: str,
-        headers: Mapping[str, str],
-        data: bytes | aiohttp.StreamReader | None,
+        headers: CIMultiDict[str],
+        data: bytes | aiohttp.StreamReader | AsyncIterator[bytes] | None,
         context: RequestContext | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    ) -> AsyncIterator[Reply]:
         """Send one request upstream; connection and timeout failures become GatewayError.
 
         With a ``context``, the time until IMS's response headers is added to its
@@ -130,28 +134,34 @@ class Upstream:
         if signed is not None and signed.handling is Signature.RESIGNED:
             payload: signing.Payload = data if isinstance(data, bytes) else b"" if data is None else signing.UNSIGNED
             headers = CIMultiDict(resigned(signed, method, self._host, self._prefix + raw_path, list(headers.items()), payload))
+        if hdrs.HOST not in headers:
+            headers[hdrs.HOST] = self._host  # HTTP/1.1 wants one (the readiness check sends no other)
         started = time.perf_counter()
+        reply: Reply
         try:
-            response = await self.session.request(
-                method,
-                self.url_for(raw_path),
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                skip_auto_headers=SKIP_AUTO_HEADERS,
-                compress=None,
-            )
+            if data is None or isinstance(data, bytes):
+                reply = await self.pool.request(
+                    method, self._prefix + raw_path, headers.items(), data, retry=method in IDEMPOTENT and data is None
+                )
+            else:
+                reply = Streamed(await self.session.request(
+                    method, self.url_for(raw_path), headers=headers, data=data,
+                    allow_redirects=False, skip_auto_headers=SKIP_AUTO_HEADERS, compress=None,
+                ))  # fmt: skip
+        except UpstreamError as exc:
+            log.warning("upstream %s: %s %s: %s", exc.failure.kind, method, self.base, exc.failure.message)
+            raise
         except UPSTREAM_ERRORS as exc:
             failure = classify_failure(exc)
-            log.warning("upstream %s: %s %s: %r", failure.kind, method, self.base, exc)
+            log.warning("upstream %s: %s %s: %s", failure.kind, method, self.base, _describe(exc))
             raise UpstreamError(failure) from exc
         finally:
             if context is not None:
                 context.upstream_seconds = (context.upstream_seconds or 0.0) + time.perf_counter() - started
         try:
-            yield response
+            yield reply
         finally:
-            response.release()
+            reply.release()
 
     async def call(
         self,
@@ -162,9 +172,63 @@ class Upstream:
         context: RequestContext | None = None,
     ) -> Answer:
         """A small call: the body in memory, the whole answer read (at most MAX_ANSWER_BYTES)."""
-        async with self.exchange(method, raw_path, headers, body, context) as response:
-            data = await read_whole(response)
-            return Answer(response.status, response.reason or "", response.headers, data)
+        async with self.exchange(method, raw_path, headers, body, context) as reply:
+            data = await read_whole(reply)
+            return Answer(reply.status, reply.reason or "", reply.headers, data)
+
+
+class Reply(Protocol):
+    """An upstream answer as the gateway reads it, whichever client brought it."""
+
+    status: int
+    reason: str
+    headers: CIMultiDictProxy[str]
+    content_length: int | None
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self, limit: int) -> bytes: ...
+
+    def release(self) -> None: ...
+
+
+class Streamed:
+    """aiohttp's ClientResponse as a Reply."""
+
+    __slots__ = ("_response", "content_length", "headers", "reason", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.reason = response.reason or ""
+        self.headers = response.headers
+        self.content_length = response.content_length
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._response.content.iter_any()
+
+    async def read(self, limit: int) -> bytes:
+        if self.content_length is not None and self.content_length > limit:
+            raise AnswerTooLarge(f"Content-Length {self.content_length} > {limit}")
+        parts, size = [], 0
+        async for chunk in self.chunks():
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge(f"more than {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def release(self) -> None:
+        self._response.release()
+
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _describe(exc: BaseException) -> str:
+    """A failure for the log: its type and what it says, never a long repr of internals."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,25 +252,19 @@ def answer_response(answer: Answer, extra_headers: Mapping[str, str]) -> web.Res
     return web.Response(status=answer.status, reason=answer.reason, headers=headers, body=answer.body)
 
 
-async def read_whole(response: aiohttp.ClientResponse, limit: int = MAX_ANSWER_BYTES) -> bytes:
+async def read_whole(reply: Reply, limit: int = MAX_ANSWER_BYTES) -> bytes:
     """A whole (small) upstream body, for the gateway itself to read; a failure is an UpstreamError.
 
     Never holds more than ``limit`` + one chunk: a larger answer is a 502.
     """
     try:
-        if response.content_length is not None and response.content_length > limit:
-            raise AnswerTooLarge(f"Content-Length {response.content_length} > {limit}")
-        chunks = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise AnswerTooLarge(f"more than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await reply.read(limit)
+    except UpstreamError as exc:
+        log.warning("upstream %s while reading an answer: %s", exc.failure.kind, exc.failure.message)
+        raise
     except UPSTREAM_ERRORS as exc:
         failure = classify_failure(exc)
-        log.warning("upstream %s while reading an answer: %r", failure.kind, exc)
+        log.warning("upstream %s while reading an answer: %s", failure.kind, _describe(exc))
         raise UpstreamError(failure) from exc
 
 
@@ -217,6 +275,25 @@ def client_ssl(settings: UpstreamSettings) -> ssl.SSLContext | bool:
     if settings.client_cert:
         context.load_cert_chain(settings.client_cert, settings.client_key or None)
     return context
+
+
+def create_pool(settings: UpstreamSettings, base_url: str) -> Pool:
+    """The gateway's own keep-alive pool to the upstream (inside a running event loop)."""
+    url = URL(base_url)
+    context: ssl.SSLContext | None = None
+    if url.scheme == "https":
+        verified = client_ssl(settings)
+        if isinstance(verified, ssl.SSLContext):
+            context = verified
+        else:  # upstream.verify_tls = false: encrypted, not authenticated (logged at start)
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    return Pool(
+        url.raw_host or "", url.port or (443 if url.scheme == "https" else 80),
+        ssl_context=context, server_hostname=url.raw_host,
+        limit=settings.pool_size, connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+    )  # fmt: skip
 
 
 def create_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
@@ -238,8 +315,8 @@ def create_session(settings: UpstreamSettings) -> aiohttp.ClientSession:
 
 
 async def relay(
-    request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    request: web.BaseRequest,
+    upstream: Reply,
     extra_headers: Mapping[str, str],
     context: RequestContext,
 ) -> web.StreamResponse:
@@ -257,18 +334,18 @@ async def relay(
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     await response.prepare(request)
     try:
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.chunks():
             await response.write(chunk)
             context.response_bytes += len(chunk)
-    except UPSTREAM_ERRORS as exc:
+    except (UpstreamError, *UPSTREAM_ERRORS) as exc:
         transport = request.transport
         if transport is None or transport.is_closing():
             raise  # the client went away: aiohttp counts it as a disconnect
-        context.upstream_failure = classify_failure(exc)
+        context.upstream_failure = exc.failure if isinstance(exc, UpstreamError) else classify_failure(exc)
         log.warning(
-            "upstream %s after the response started; aborting the client connection: %r",
+            "upstream %s after the response started; aborting the client connection: %s",
             context.upstream_failure.kind,
-            exc,
+            exc.failure.message if isinstance(exc, UpstreamError) else _describe(exc),
         )
         transport.abort()
     return response

@@ -269,7 +269,7 @@ async def _send(
         answer = await gateway_upstream.call("PATCH", path, headers, data, context)
         return upstream.answer_response(answer, signal_headers(request, context, answer.headers))
     # aiohttp streams an async iterator as it streams a StreamReader.
-    async with gateway_upstream.exchange("PATCH", path, headers, data, context) as response:  # type: ignore[arg-type]
+    async with gateway_upstream.exchange("PATCH", path, headers, data, context) as response:
         return await upstream.relay(request, response, signal_headers(request, context, response.headers), context)
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 
 from gateway.config.generation import Config
@@ -39,8 +40,10 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
             "anyone on the path can read and change the traffic, X-Auth-Token included"
         )
     session = upstream.create_session(settings.upstream)
-    app[UPSTREAM] = upstream.Upstream(settings.upstream, app[UPSTREAM_URL], session)
+    pool = upstream.create_pool(settings.upstream, app[UPSTREAM_URL])
+    app[UPSTREAM] = upstream.Upstream(settings.upstream, app[UPSTREAM_URL], session, pool)
     yield
+    pool.close()
     await session.close()
 
 
@@ -86,7 +89,7 @@ READY_CACHE_SECONDS = 1.0
 async def _check_upstream(gateway: web.Application) -> tuple[bool, str]:
     gateway_upstream = gateway[UPSTREAM]
     try:
-        async with gateway_upstream.exchange("GET", "/", {}, None) as response:
+        async with gateway_upstream.exchange("GET", "/", CIMultiDict(), None) as response:
             return True, f"upstream answered {response.status}"
     except errors.GatewayError as exc:
         return False, exc.message
