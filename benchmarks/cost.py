@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import gc
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ from benchmarks.servers import IMAGE_JSON
 from gateway import config
 from gateway.edge.server import GatewayRunner
 from gateway.service.app import build_app, runner_options
+from gateway.telemetry import logs
 
 ANSWER = (
     f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(IMAGE_JSON)}\r\n\r\n{IMAGE_JSON}"
@@ -102,7 +104,7 @@ async def measure(make_runner: Callable[[str], web.BaseRunner], call: loads.Call
 
 def gateway_runner(**sections: dict[str, object]) -> Callable[[str], web.BaseRunner]:
     def make(upstream_url: str) -> web.BaseRunner:
-        raw: dict[str, dict[str, object]] = {"upstream": {"url": upstream_url}, "logging": {"level": "warning"}}
+        raw: dict[str, dict[str, object]] = {"upstream": {"url": upstream_url}}
         for name, table in sections.items():
             raw[name] = {**raw.get(name, {}), **table}
         settings = config.build(raw)
@@ -129,6 +131,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the median is shown")
     parser.add_argument("--workloads", default="PATCH,GET", help="comma-separated words picking workloads")
     args = parser.parse_args()
+    # As shipped: info, the access log and the per-call lines on, formatted and written by
+    # the log thread (to a file nobody reads, as a log collector would take them).
+    with tempfile.TemporaryFile("w") as log_file:
+        logs.configure("info", access_log=True, stream=log_file)
+        try:
+            run(args)
+        finally:
+            logs.stop()
+
+
+def run(args: argparse.Namespace) -> None:
     calls = [call for call in loads.CALLS if any(word in call.name for word in args.workloads.split(","))]
     results: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):

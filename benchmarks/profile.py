@@ -26,8 +26,10 @@ _LINE = re.compile(r":\d+\)$")
 # Where a sample's innermost frame is, by file: the share of the CPU each part takes.
 COMPONENTS = (
     ("socket writes and reads (system calls)", ("_SelectorSocketTransport.write", "sock_recv", "_read_ready", "selectors.py")),
-    ("metrics and the migration report", ("gateway/metrics.py", "gateway/report.py", "gateway/clients.py", "prometheus_client/")),
-    ("PATCH parsing, policy, rewrite", ("gateway/patch.py", "gateway/policy.py", "gateway/conflicts.py", "json/")),
+    ("logging (on the loop and in the writer thread)", ("gateway/telemetry/logs.py", "logging/")),
+    ("metrics and the migration report", ("gateway/telemetry/", "prometheus_client/")),
+    ("PATCH parsing, policy, rewrite", ("gateway/patch/", "json/")),
+    ("upstream client (own pool, httptools)", ("gateway/edge/pool.py", "httptools")),
     ("aiohttp client", ("aiohttp/client", "aiohttp/connector.py", "aiohttp/payload.py", "yarl/")),
     ("aiohttp server, request and response objects", ("aiohttp/",)),
     ("other gateway code", ("gateway/",)),

@@ -226,7 +226,7 @@ def floor(workdir: Path, upstream_server: Server) -> Server:
 
 
 def gateway(name: str, workdir: Path, upstream_server: Server, *, workers: int = 1, env: Mapping[str, str] | None = None) -> Server:
-    """ims-gateway as an operator runs it, with warnings-only logging (no access log)."""
+    """ims-gateway as shipped: info logging, the access log and the per-call lines on, to its log file."""
     port = free_port()
     command = [
         sys.executable, "-m", "gateway", "serve",
@@ -236,6 +236,6 @@ def gateway(name: str, workdir: Path, upstream_server: Server, *, workers: int =
     ]
     if workers != 1:
         command += ["--workers", str(workers)]
-    environment = {"IMS_GATEWAY_LOGGING_LEVEL": "warning", **(env or {})}
+    environment = dict(env or {})
     # N workers are given every CPU: that is what scaling means on this machine.
     return start(name, command, port, workdir, environment, cpus=PROXY_CPUS if workers == 1 else CPUS)

@@ -6,6 +6,7 @@ the layers (defaults, file, environment, flags).
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -76,6 +77,14 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
     return lambda value: None if value in choices else "one of " + ", ".join(choices)
 
 
+def _event_loop(value: str) -> str | None:
+    if value not in ("auto", "uvloop", "asyncio"):
+        return "one of auto, uvloop, asyncio"
+    if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        return "auto or asyncio: uvloop is not installed (pip install 'ims-gateway[uvloop]')"
+    return None
+
+
 def _readable_file_or_empty(value: str) -> str | None:
     if value == "" or (os.access(value, os.R_OK) and Path(value).is_file()):
         return None
@@ -129,6 +138,9 @@ class ServerSettings:
         "headers that can change the path or method IMS executes (names with '_', SCRIPT_NAME, X-Forwarded-Prefix, "
         "X-Original-URL, ...): drop them before forwarding, or refuse the request with 400",
         _one_of("drop", "refuse"),
+    )
+    event_loop: str = _setting(
+        "auto", "the event loop: auto (uvloop when it is installed, else asyncio's own), uvloop or asyncio", _event_loop
     )
 
 

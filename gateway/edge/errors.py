@@ -34,6 +34,8 @@ UPSTREAM_TIMEOUT = "IMSGW.0504"
 HTTP_VERSION_NOT_SUPPORTED = "IMSGW.0505"
 
 JSON_CONTENT_TYPE = "application/json"
+_JSON_UTF8 = "application/json; charset=utf-8"
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 class GatewayError(Exception):
@@ -94,16 +96,9 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     details: Any = None,
 ) -> web.Response:
-    body = json.dumps(
-        error_document(code, message, request_id=request_id, details=details),
-        ensure_ascii=False,
-    ).encode()
-    response = web.Response(
-        status=status, body=body, content_type=JSON_CONTENT_TYPE, charset="utf-8"
-    )
-    if headers:
-        response.headers.update(headers)
-        if response.headers.get("Connection", "").lower() == "close":
-            # The header alone would not stop aiohttp from reading a next request.
-            response.force_close()
+    body = _ENCODER.encode(error_document(code, message, request_id=request_id, details=details)).encode()
+    response = web.Response(status=status, body=body, headers={"Content-Type": _JSON_UTF8, **(headers or {})})
+    if headers and response.headers.get("Connection", "").lower() == "close":
+        # The header alone would not stop aiohttp from reading a next request.
+        response.force_close()
     return response

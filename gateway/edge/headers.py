@@ -10,7 +10,7 @@ import random
 import re
 from typing import Final
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 HOP_BY_HOP = frozenset(
@@ -60,10 +60,10 @@ REQUEST_ID_HEADERS = (X_REQUEST_ID, "X-Openstack-Request-Id")
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
-def request_id_for(request: web.Request) -> str:
+def request_id_for(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str:
     """The client's request id when it is a sane token, otherwise a fresh OpenStack-style one."""
     for name in REQUEST_ID_HEADERS:
-        offered = request.headers.get(name)
+        offered = headers.get(name)
         if offered and _SAFE_REQUEST_ID.fullmatch(offered):
             return offered
     return fresh_request_id()

@@ -14,7 +14,8 @@ import asyncio
 import json
 import logging
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion, HttpVersion10, HttpVersion11
@@ -187,11 +188,18 @@ class GatewayServer(web.Server):
         return GatewayProtocol(self, loop=self._loop, header_timeout=self.header_timeout, **self._kwargs)
 
 
-class GatewayRunner(web.AppRunner):
-    """An AppRunner serving the gateway app through GatewayProtocol.
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+# The app's request handler: GatewayRunner serves it instead of the app's router.
+HANDLER: Final[web.AppKey[Handler]] = web.AppKey("ims_gateway.handler")
 
-    Handlers are cancelled when their client disconnects (``handler_cancellation``), so
-    an abandoned upload or download stops its upstream exchange at once.
+
+class GatewayRunner(web.AppRunner):
+    """Runs an app's lifecycle (startup, cleanup) and serves ``app[HANDLER]`` through GatewayProtocol.
+
+    The handler gets every request from aiohttp's low-level server: no router, no
+    middleware, no per-request Application machinery. Handlers are cancelled when their
+    client disconnects (``handler_cancellation``), so an abandoned upload or download
+    stops its upstream exchange at once.
     """
 
     def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
@@ -200,10 +208,9 @@ class GatewayRunner(web.AppRunner):
         self.header_timeout = header_timeout
 
     async def _make_server(self) -> web.Server:
-        plain = await super()._make_server()
+        plain = await super()._make_server()  # starts the app: its cleanup_ctx and on_startup
         return GatewayServer(
-            plain.request_handler,
-            request_factory=plain.request_factory,
+            self.app[HANDLER],
             handler_cancellation=plain.handler_cancellation,
             loop=asyncio.get_running_loop(),
             header_timeout=self.header_timeout,
@@ -212,4 +219,4 @@ class GatewayRunner(web.AppRunner):
         )
 
 
-__all__ = ["GatewayProtocol", "GatewayRunner", "GatewayServer", "check_framing", "describe"]
+__all__ = ["HANDLER", "GatewayProtocol", "GatewayRunner", "GatewayServer", "Handler", "check_framing", "describe"]

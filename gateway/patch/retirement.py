@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.utils
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
@@ -105,26 +105,39 @@ class Signals:
     documentation: str = ""
     sunset_policy: str = ""
     successor_link: bool = False
+    # The headers that do not depend on the image, made once per configuration generation.
+    _fixed: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+    _fixed_links: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
-    def links(self, image: str | None, successor_base: str) -> list[str]:
+    def __post_init__(self) -> None:
+        fixed = []
+        if self.deprecated_at is not None:
+            fixed.append(("Deprecation", deprecation_value(self.deprecated_at)))
+        if self.sunset_at is not None:
+            fixed.append(("Sunset", sunset_value(self.sunset_at)))
         links = []
         if self.documentation:
             links.append(link_value(self.documentation, "deprecation"))
         if self.sunset_policy:
             links.append(link_value(self.sunset_policy, "sunset"))
+        object.__setattr__(self, "_fixed_links", tuple(links))
+        if links and not self.successor_link:
+            fixed.append(("Link", ", ".join(links)))
+        object.__setattr__(self, "_fixed", tuple(fixed))
+
+    def links(self, image: str | None, successor_base: str) -> list[str]:
+        links = list(self._fixed_links)
         if self.successor_link and image is not None:
             links.append(link_value(successor_base + successor_path(image), "successor-version"))
         return links
 
     def headers(self, image: str | None, successor_base: str) -> dict[str, str]:
-        headers = {}
-        if self.deprecated_at is not None:
-            headers["Deprecation"] = deprecation_value(self.deprecated_at)
-        if self.sunset_at is not None:
-            headers["Sunset"] = sunset_value(self.sunset_at)
-        links = self.links(image, successor_base)
-        if links:
-            headers["Link"] = ", ".join(links)
+        """The Deprecation, Sunset and Link headers of a response about ``image`` (a new dict)."""
+        headers = dict(self._fixed)
+        if self.successor_link:
+            links = self.links(image, successor_base)
+            if links:
+                headers["Link"] = ", ".join(links)
         return headers
 
 
@@ -152,7 +165,10 @@ class Schedule:
         return self.v20 if shape == Shape.V20 else self.v21
 
     def headers(self, shape: Shape | None, raw_path: str) -> dict[str, str]:
-        return self.signals(shape).headers(image_id(raw_path), self.successor_base)
+        signals = self.signals(shape)
+        # Only the successor-version link names the image: no path to read otherwise.
+        image = image_id(raw_path) if signals.successor_link else None
+        return signals.headers(image, self.successor_base)
 
     def retirement(self, moment: datetime) -> Retirement | None:
         """Whether a v2.0-shaped request is refused at ``moment``."""

@@ -19,12 +19,11 @@ import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.context import CONTEXT, RequestContext
+from gateway.context import RequestContext
 from gateway.edge import errors, upstream
 from gateway.edge.headers import X_REQUEST_ID
 from gateway.patch import conflicts, parser, retirement, target
 from gateway.patch.policy import Violation
-from gateway.service.state import RUNTIME, UPSTREAM
 from gateway.vocabulary import Mode, Outcome, Reason, Shape, Signature
 
 log = logging.getLogger("ims_gateway.patch")
@@ -49,7 +48,7 @@ class Body:
     complete: bool = True
 
 
-async def read_body(request: web.Request, limit: int) -> Body:
+async def read_body(request: web.BaseRequest, limit: int, timeout: float) -> Body:
     """Read a body of at most ``limit`` bytes; never holds more than ``limit`` + one chunk."""
     if not request.body_exists:
         return Body(None)
@@ -61,7 +60,7 @@ async def read_body(request: web.Request, limit: int) -> Body:
         return Body(request.content.read_nowait())
     chunks = []
     size = 0
-    async for chunk in _within_body_timeout(request):
+    async for chunk in _within_body_timeout(request, timeout):
         size += len(chunk)
         chunks.append(chunk)
         if size > limit:
@@ -69,11 +68,12 @@ async def read_body(request: web.Request, limit: int) -> Body:
     return Body(b"".join(chunks))
 
 
-async def _read(request: web.Request, context: RequestContext) -> Body:
+async def _read(request: web.BaseRequest, context: RequestContext) -> Body:
     if context.body is not None:  # read whole already, to verify its signature
         return Body(context.body)
     try:
-        return await read_body(request, context.config.settings.patch.max_body_bytes)
+        settings = context.config.settings
+        return await read_body(request, settings.patch.max_body_bytes, settings.server.body_timeout)
     except errors.GatewayError as exc:  # the body did not arrive within server.body_timeout
         raise _refuse(context, Reason.BODY_TIMEOUT, exc) from None
 
@@ -86,9 +86,8 @@ async def _replay(body: Body, rest: aiohttp.StreamReader) -> AsyncIterator[bytes
         yield chunk
 
 
-def _within_body_timeout(request: web.Request) -> AsyncIterator[bytes]:
-    """The body's chunks; 408 when the whole body takes longer than server.body_timeout (a trickle)."""
-    timeout = request[CONTEXT].config.settings.server.body_timeout
+def _within_body_timeout(request: web.BaseRequest, timeout: float) -> AsyncIterator[bytes]:
+    """The body's chunks; 408 when the whole body takes longer than ``timeout`` seconds (a trickle)."""
     return _chunks_until(request.content, asyncio.get_running_loop().time() + timeout, timeout)
 
 
@@ -133,7 +132,7 @@ def forbidden(violations: list[Violation]) -> errors.GatewayError:
     )
 
 
-def parse_and_check(request: web.Request, context: RequestContext, body: bytes | None) -> parser.Patch:
+def parse_and_check(request: web.BaseRequest, context: RequestContext, body: bytes | None) -> parser.Patch:
     content_type = request.headers.get(hdrs.CONTENT_TYPE)
     policy = context.config.policy
     try:
@@ -161,7 +160,7 @@ def parse_and_check(request: web.Request, context: RequestContext, body: bytes |
     return parsed
 
 
-def check_media_type(request: web.Request, context: RequestContext) -> Shape:
+def check_media_type(request: web.BaseRequest, context: RequestContext) -> Shape:
     try:
         shape = parser.shape_of(request.headers.get(hdrs.CONTENT_TYPE))
     except parser.PatchError as exc:
@@ -173,7 +172,7 @@ def check_media_type(request: web.Request, context: RequestContext) -> Shape:
     return shape
 
 
-def check_target(request: web.Request, context: RequestContext) -> str:
+def check_target(request: web.BaseRequest, context: RequestContext) -> str:
     """The image the PATCH names: a json-patch body goes with PATCH /v2/images/{image_id} only."""
     if request.method != "PATCH":
         raise _refuse(
@@ -196,7 +195,7 @@ def check_target(request: web.Request, context: RequestContext) -> str:
     return image
 
 
-def check_encoding(request: web.Request, context: RequestContext) -> None:
+def check_encoding(request: web.BaseRequest, context: RequestContext) -> None:
     codings = (token.strip().lower() for value in request.headers.getall(hdrs.CONTENT_ENCODING, ()) for token in value.split(","))
     if any(coding not in _IDENTITY for coding in codings):
         # The gateway must see exactly what the upstream will apply; it does not inflate bodies.
@@ -209,7 +208,7 @@ def check_encoding(request: web.Request, context: RequestContext) -> None:
         )
 
 
-def check_retirement(request: web.Request, context: RequestContext, now: datetime) -> None:
+def check_retirement(request: web.BaseRequest, context: RequestContext, now: datetime) -> None:
     """Refuse a v2.0 body in a brownout window or after the sunset."""
     schedule = context.config.schedule
     retired = schedule.retirement(now) if context.shape is Shape.V20 else None
@@ -225,7 +224,7 @@ def check_size(context: RequestContext, body: Body) -> None:
         raise _refuse(context, Reason.TOO_LARGE, _too_large(context.config.settings.patch.max_body_bytes))
 
 
-def check_request(request: web.Request, context: RequestContext, now: datetime) -> str:
+def check_request(request: web.BaseRequest, context: RequestContext, now: datetime) -> str:
     """The checks made before the body is read (a retired shape is refused without reading it); the image id."""
     check_media_type(request, context)
     image = check_target(request, context)
@@ -234,13 +233,13 @@ def check_request(request: web.Request, context: RequestContext, now: datetime) 
     return image
 
 
-def check_body(request: web.Request, context: RequestContext, body: Body) -> parser.Patch:
+def check_body(request: web.BaseRequest, context: RequestContext, body: Body) -> parser.Patch:
     check_size(context, body)
     return parse_and_check(request, context, body.data)
 
 
 def signal_headers(
-    request: web.Request,
+    request: web.BaseRequest,
     context: RequestContext,
     upstream_headers: CIMultiDictProxy[str] | CIMultiDict[str] | None = None,
 ) -> dict[str, str]:
@@ -258,13 +257,13 @@ def signal_headers(
 
 
 async def _send(
-    request: web.Request,
+    request: web.BaseRequest,
     context: RequestContext,
+    gateway_upstream: upstream.Upstream,
     path: str,
     headers: CIMultiDict[str],
     data: bytes | AsyncIterator[bytes] | None,
 ) -> web.StreamResponse:
-    gateway_upstream = request.app[UPSTREAM]
     if isinstance(data, bytes):
         answer = await gateway_upstream.call("PATCH", path, headers, data, context)
         return upstream.answer_response(answer, signal_headers(request, context, answer.headers))
@@ -278,7 +277,9 @@ def image_path(image: str) -> str:
     return f"/v2/images/{quote(image, safe='')}"
 
 
-async def _existing_attributes(request: web.Request, context: RequestContext, image: str) -> set[str] | web.StreamResponse:
+async def _existing_attributes(
+    request: web.BaseRequest, context: RequestContext, gateway_upstream: upstream.Upstream, image: str
+) -> set[str] | web.StreamResponse:
     """The image's attribute names, read with the caller's own credentials.
 
     The read is ``GET /v2/images/{image_id}`` and nothing else: the client's path and query
@@ -286,7 +287,6 @@ async def _existing_attributes(request: web.Request, context: RequestContext, im
     When the upstream will not show the image (404, 401, 403...) its answer is what the
     PATCH would have got too, so it is returned for the client instead.
     """
-    gateway_upstream = request.app[UPSTREAM]
     headers = gateway_upstream.request_headers(request, context)
     for name in (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH, hdrs.CONTENT_ENCODING):
         headers.popall(name, None)
@@ -305,21 +305,24 @@ async def _existing_attributes(request: web.Request, context: RequestContext, im
     return set(document)
 
 
-async def patch_image(request: web.Request) -> web.StreamResponse:
-    context = request[CONTEXT]
+async def patch_image(
+    request: web.BaseRequest, context: RequestContext, gateway_upstream: upstream.Upstream, now: datetime
+) -> web.StreamResponse:
+    """An image PATCH (or any json-patch body), decided at ``now``."""
     context.mode = Mode(context.config.settings.patch.mode)
-    now = request.app[RUNTIME].clock()
-    decide: Callable[[web.Request, RequestContext, datetime], Awaitable[web.StreamResponse]]
+    decide: Callable[[web.BaseRequest, RequestContext, upstream.Upstream, datetime], Awaitable[web.StreamResponse]]
     decide = observe if context.mode is Mode.OBSERVE else enforce
     try:
-        return await decide(request, context, now)
+        return await decide(request, context, gateway_upstream, now)
     except errors.GatewayError as exc:
         # The gateway's own answers tell the client about the API's retirement too.
         exc.headers.update(context.config.schedule.headers(context.shape, request.raw_path))
         raise
 
 
-async def enforce(request: web.Request, context: RequestContext, now: datetime) -> web.StreamResponse:
+async def enforce(
+    request: web.BaseRequest, context: RequestContext, gateway_upstream: upstream.Upstream, now: datetime
+) -> web.StreamResponse:
     settings = context.config.settings
     image = check_request(request, context, now)
     body = await _read(request, context)
@@ -332,7 +335,7 @@ async def enforce(request: web.Request, context: RequestContext, now: datetime) 
     is_v20 = parsed.shape is Shape.V20
     translated = successor is not None or (is_v20 and settings.patch.rewrite and not keeps_signature)
     if is_v20 and translated and settings.patch.check_add_conflicts and conflicts.needs_check(parsed.changes):
-        existing = await _existing_attributes(request, context, image)
+        existing = await _existing_attributes(request, context, gateway_upstream, image)
         if isinstance(existing, web.StreamResponse):
             context.outcome = Outcome.UPSTREAM_ANSWER
             return existing
@@ -341,7 +344,7 @@ async def enforce(request: web.Request, context: RequestContext, now: datetime) 
             context.outcome = Outcome.CONFLICT
             raise errors.GatewayError(409, errors.CONFLICT, message)
 
-    headers = request.app[UPSTREAM].request_headers(request, context)
+    headers = gateway_upstream.request_headers(request, context)
     if successor is not None:
         forwarded = parser.to_v21_json(parsed.changes)
         headers[hdrs.CONTENT_TYPE] = retirement.SUCCESSOR_MEDIA_TYPE
@@ -352,10 +355,12 @@ async def enforce(request: web.Request, context: RequestContext, now: datetime) 
         forwarded = body.data or b""
     headers[hdrs.CONTENT_LENGTH] = str(len(forwarded))
     context.outcome = Outcome.REWRITTEN if is_v20 and translated else Outcome.FORWARDED
-    return await _send(request, context, successor or request.raw_path, headers, forwarded)
+    return await _send(request, context, gateway_upstream, successor or request.raw_path, headers, forwarded)
 
 
-async def observe(request: web.Request, context: RequestContext, now: datetime) -> web.StreamResponse:
+async def observe(
+    request: web.BaseRequest, context: RequestContext, gateway_upstream: upstream.Upstream, now: datetime
+) -> web.StreamResponse:
     """Forward the request as received; record what enforce would have done with it."""
     settings = context.config.settings
     body = await _read(request, context)
@@ -375,6 +380,6 @@ async def observe(request: web.Request, context: RequestContext, now: datetime) 
             context.outcome,
             f" ({context.reason})" if context.reason else "",
         )
-    headers = request.app[UPSTREAM].request_headers(request, context)
+    headers = gateway_upstream.request_headers(request, context)
     data = body.data if body.complete else _replay(body, request.content)
-    return await _send(request, context, request.raw_path, headers, data)
+    return await _send(request, context, gateway_upstream, request.raw_path, headers, data)

@@ -15,14 +15,16 @@ from prometheus_client import CollectorRegistry
 from gateway.config.generation import Config
 from gateway.config.schema import Settings
 from gateway.edge import errors, upstream
+from gateway.edge.server import HANDLER
 from gateway.patch.retirement import utc_now
-from gateway.proxy.dispatch import dispatch, gateway_errors
+from gateway.proxy.dispatch import Traffic
 from gateway.service import reload
 from gateway.service.state import (
     LIFECYCLE,
     METRICS,
     RUNTIME,
     SETTINGS,
+    TRAFFIC,
     UPSTREAM,
     UPSTREAM_URL,
     Lifecycle,
@@ -41,7 +43,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         )
     session = upstream.create_session(settings.upstream)
     pool = upstream.create_pool(settings.upstream, app[UPSTREAM_URL])
-    app[UPSTREAM] = upstream.Upstream(settings.upstream, app[UPSTREAM_URL], session, pool)
+    app[UPSTREAM] = app[TRAFFIC].upstream = upstream.Upstream(settings.upstream, app[UPSTREAM_URL], session, pool)
     yield
     pool.close()
     await session.close()
@@ -61,7 +63,11 @@ def build_app(
     load: Callable[[], Settings] | None = None,
     registry: CollectorRegistry | None = None,
 ) -> web.Application:
-    """The gateway listener's app. ``upstream_url`` overrides settings.upstream.url (embedded emulator).
+    """The gateway listener's app: its state and lifecycle; serve it with ``GatewayRunner``.
+
+    Its requests are handled by ``Traffic`` (``app[HANDLER]``) through aiohttp's low-level
+    server, not by the Application's router. ``upstream_url`` overrides
+    settings.upstream.url (embedded emulator).
 
     ``clock`` is what brownout windows and the sunset are compared with; ``load`` re-reads
     the configuration sources for a reload (None: reloads are refused). The metrics go to
@@ -70,16 +76,17 @@ def build_app(
     url = upstream_url or settings.upstream.url
     if not url:
         raise ValueError("build_app needs an upstream URL: settings.upstream.url or upstream_url")
-    app = web.Application(middlewares=[gateway_errors], client_max_size=settings.patch.max_body_bytes)
+    app = web.Application()
     app[SETTINGS] = settings
     app[UPSTREAM_URL] = url
     app[LIFECYCLE] = lifecycle or Lifecycle()
     app[RUNTIME] = Runtime(Config.from_settings(settings), clock=clock, load=load)
     app[METRICS] = metrics.Metrics(registry if registry is not None else metrics.process_registry(), settings)
+    traffic = Traffic(app[RUNTIME], app[METRICS])
+    app[TRAFFIC] = traffic
+    app[HANDLER] = traffic.__call__
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_publishing)
-    # Every target, a decoded newline included: the gate, not aiohttp's router, decides.
-    app.router.add_route("*", "/{tail:(?s:.*)}", dispatch)
     return app
 
 
@@ -119,7 +126,7 @@ def build_admin_app(gateway: web.Application) -> web.Application:
     admin.router.add_get("/healthz", healthz)
     admin.router.add_get("/readyz", readyz)
     admin.router.add_get("/metrics", metrics.handler(gateway[METRICS]))
-    admin.router.add_get("/deprecations", report.handler(gateway[METRICS].report))
+    admin.router.add_get("/deprecations", report.handler(gateway[METRICS].report, before=gateway[METRICS].fold))
     admin.router.add_post("/reload", reload.endpoint(gateway))
     return admin
 

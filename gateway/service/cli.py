@@ -23,6 +23,7 @@ from gateway.edge.signing import Credentials, load_keys
 from gateway.service import reload, workers
 from gateway.service.app import build_admin_app, build_app, runner_options
 from gateway.service.state import Lifecycle
+from gateway.telemetry import logs
 
 log = logging.getLogger("ims_gateway")
 
@@ -79,16 +80,6 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     return {name: table for name, table in (("server", server), ("upstream", upstream)) if table}
 
 
-def configure_logging(level: str, access_log: bool = True) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    if not access_log:
-        logging.getLogger("ims_gateway.access").setLevel(logging.WARNING)
-
-
 def server_ssl(settings: Settings) -> ssl.SSLContext | None:
     if not settings.server.tls_cert:
         return None
@@ -137,8 +128,8 @@ async def serve(
         await web.SockSite(admin_runner, sockets[1]).start()
     scheme = "https" if settings.server.tls_cert else "http"
     log.info(
-        "ims-gateway %s listening on %s://%s (admin on http://%s), forwarding to %s",
-        __version__, scheme, _bound(runner), _bound(admin_runner), url,
+        "ims-gateway %s listening on %s://%s (admin on http://%s), forwarding to %s; event loop: %s",
+        __version__, scheme, _bound(runner), _bound(admin_runner), url, _loop_name(),
     )
 
     stop = asyncio.Event()
@@ -174,6 +165,11 @@ async def serve(
         await emulator_runner.cleanup()
     log.info("stopped")
     return 0
+
+
+def _loop_name() -> str:
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio"
 
 
 def emulator_credentials(path: str | None) -> Credentials:
@@ -214,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"ims-gateway: --credentials-file {args.credentials_file}: {exc}", file=sys.stderr)
             return 2
-        configure_logging("info")
+        logs.configure("info")
         address = Address.parse(args.listen)
         run_emulator(address.host, address.port, credentials=keys)
         return 0
@@ -224,13 +220,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ims-gateway: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.logging.level, settings.logging.access_log)
+    logs.configure(settings.logging.level, settings.logging.access_log)
     inherited = args.inherit_sockets
     if settings.server.workers > 1 and inherited is None:
         return workers.supervise(settings, worker_command(args), settings.server.workers)
     sockets = workers.inherited(inherited) if inherited else None
     # A reload re-reads the same file, environment and flags.
-    return asyncio.run(serve(settings, load=lambda: load_settings(args), sockets=sockets))
+    with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
+        return runner.run(serve(settings, load=lambda: load_settings(args), sockets=sockets))
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """server.event_loop: uvloop's loop (``auto`` when it is installed), or None for asyncio's own."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":  # check-config refuses it too; the environment may have changed since
+            raise SystemExit("ims-gateway: server.event_loop = uvloop, but uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def worker_command(args: argparse.Namespace) -> list[str]:

@@ -12,6 +12,7 @@ from gateway.config.generation import Config
 from gateway.config.schema import Settings
 from gateway.edge.upstream import Upstream
 from gateway.patch.retirement import utc_now
+from gateway.proxy.dispatch import Traffic
 from gateway.telemetry.metrics import Metrics
 
 
@@ -42,5 +43,6 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 UPSTREAM_URL = web.AppKey("upstream_url", str)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 METRICS = web.AppKey("metrics", Metrics)
+TRAFFIC = web.AppKey("traffic", Traffic)
 
 

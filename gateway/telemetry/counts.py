@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -143,13 +143,19 @@ def _histogram(family: Family, histograms: dict[Labels, Histogram]) -> Histogram
 
 
 class Collector:
-    """prometheus-client's custom collector: the view of ``counts`` (and of the other workers')."""
+    """prometheus-client's custom collector: the view of ``counts`` (and of the other workers').
 
-    def __init__(self, counts: Counts, share: WorkerShare | None = None) -> None:
+    ``before`` runs first at every collection (the metrics fold their tally into ``counts``).
+    """
+
+    def __init__(self, counts: Counts, share: WorkerShare | None = None, before: Callable[[], None] | None = None) -> None:
         self.counts = counts
         self.share = share
+        self.before = before
 
     def collect(self) -> Iterable[Metric]:
+        if self.before is not None:
+            self.before()
         if self.share is None:
             return families_of(self.counts)
         return families_of(self.share.everyone(self.counts))

@@ -16,7 +16,7 @@ import platform
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -25,6 +25,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from gateway import __version__
 from gateway.config.schema import MetricsSettings, ReportSettings, Settings
+from gateway.edge.headers import X_FORWARDED_FOR
 from gateway.patch.parser import PatchError, shape_of
 from gateway.telemetry import calls, clients, report
 from gateway.telemetry.counts import Collector, Counts, WorkerShare
@@ -62,6 +63,13 @@ log = logging.getLogger("ims_gateway.metrics")
 # gives its own multiprocess directory; operators may set it to a directory of theirs).
 SHARE_DIRECTORY: Final = "PROMETHEUS_MULTIPROC_DIR"
 PUBLISH_SECONDS: Final = 1.0
+
+# Distinct sets of facts a tally holds before it is folded at once.
+TALLY_LIMIT: Final = 1024
+# What one request is counted by (``Metrics._finish``): method, route, status class,
+# (failure kind, stage) or None, outcome, mode, reason, dropped routing-header labels,
+# refused ones, signature handling, and an image PATCH's ``calls.CallFacts`` (or None).
+Facts = tuple[Any, ...]
 
 _METHODS: Final = frozenset(METHODS)
 _STATUS_CLASS_OF: Final = {n: f"{n}xx" for n in range(1, 6)}
@@ -104,10 +112,11 @@ class Metrics:
         self.registry = registry
         self.counts = Counts()
         self.share = share if share is not None else worker_share()
-        registry.register(Collector(self.counts, self.share))
+        registry.register(Collector(self.counts, self.share, before=self.fold))
         self.clock = clock
         self._metrics_settings: MetricsSettings = settings.metrics
         self._report_settings: ReportSettings = settings.report
+        self._tally: dict[Facts, list[Any]] = {}
         self.clients = clients.ClientLabels(_rules(settings.metrics), settings.metrics.client_label_cap)
         self.report = report.MigrationReport(settings.report.max_clients, clock)
         values = self.counts.values
@@ -131,22 +140,26 @@ class Metrics:
         self._upstream_duration = self.counts.histograms[UPSTREAM_DURATION]
 
     # -- per request ---------------------------------------------------------------
+    #
+    # A request adds its facts to a tally (one dict entry per distinct set of facts)
+    # and its duration and sizes to their numbers. ``fold`` turns the tally into the
+    # families, the migration report and the client labels' counts: before every
+    # scrape, every /deprecations read and publication, about once a second, and when
+    # the tally has TALLY_LIMIT distinct entries. The per-call log line is handed to
+    # the log thread with the facts it is made of (``calls.write_log_line``).
 
     def request_started(self, context: RequestContext) -> None:
-        self._in_flight[(context.route.value,)] += 1
+        self._in_flight[(context.route,)] += 1
 
-    def observe(
-        self, request: web.BaseRequest, context: RequestContext, response: web.StreamResponse, seconds: float
-    ) -> None:
+    def observe(self, request: web.BaseRequest, context: RequestContext, response: web.StreamResponse, seconds: float) -> None:
         """Count a request the gateway answered (by itself or by relaying IMS)."""
         # A prepared response was relayed (and counted as it streamed); ours has its body still.
         prepared = response.prepared
         sent = context.response_bytes if prepared else response.content_length or 0
-        self._finish(request, context, status_class(response.status), response.status, seconds, sent, prepared)
+        status = response.status
+        self._finish(request, context, _STATUS_CLASS_OF.get(status // 100, OTHER), status, seconds, sent, prepared)
 
-    def request_aborted(
-        self, request: web.BaseRequest, context: RequestContext, exc: BaseException, seconds: float
-    ) -> None:
+    def request_aborted(self, request: web.BaseRequest, context: RequestContext, exc: BaseException, seconds: float) -> None:
         """Count a request whose handler raised: the client went away, or a bug (aiohttp answers 500/504)."""
         gone = isinstance(exc, asyncio.CancelledError | ConnectionError)
         sent = context.response_bytes
@@ -162,74 +175,106 @@ class Metrics:
         sent: int,
         prepared: bool,
     ) -> None:
-        route = (context.route.value,)
-        self._in_flight[route] -= 1
-        method = request.method if request.method in _METHODS else OTHER
-        self._requests[(method, route[0], status_label)] += 1
-        self._duration[route].observe(seconds)
+        route = context.route
+        key = (route,)
+        self._in_flight[key] -= 1
+        self._duration[key].observe(seconds)
         if context.upstream_seconds is not None:
-            self._upstream_duration[route].observe(context.upstream_seconds)
+            self._upstream_duration[key].observe(context.upstream_seconds)
         received = request.content.total_bytes
         if received:
-            self._request_bytes[route] += received
+            self._request_bytes[key] += received
         if sent:
-            self._response_bytes[route] += sent
+            self._response_bytes[key] += sent
         failure = context.upstream_failure
-        if failure is not None:
-            stage = Stage.MID_STREAM if prepared else Stage.BEFORE_RESPONSE
-            self._upstream_errors[(failure.kind.value, stage.value)] += 1
-        if context.outcome is Outcome.REJECTED and context.mode is not Mode.OBSERVE and context.reason is not None:
-            self._refused[(context.reason.value,)] += 1
-        for _, label in context.dropped_headers:
-            self._routing_headers[(label, "dropped")] += 1
-        for label in context.refused_headers:
-            self._routing_headers[(label, "refused")] += 1
-        if context.signed is not None:
-            self._signed[(context.signed.handling.value,)] += 1
-        if context.route is Route.IMAGE_PATCH:
-            self._deprecated_call(request, context, status, status_label)
-
-    # -- image PATCH calls ---------------------------------------------------------
-
-    def _deprecated_call(
-        self, request: web.BaseRequest, context: RequestContext, status: int | None, status_label: str
-    ) -> None:
-        self._follow(context.config.settings)
-        shape = (context.shape or _shape_of(request)).value
-        mode = (context.mode or Mode.ENFORCE).value
-        outcome = _outcome(context, status_label)
-        reason = (context.reason or Reason.OTHER).value if outcome is Outcome.REJECTED else None
-        self._calls[(shape, outcome.value, mode)] += 1
-        if reason is not None:
-            self._rejections[(shape, reason, mode)] += 1
-        classify = context.config.policy.classify
-        changes = [(change.op, classify(change).value) for change in context.changes]
-        for op, kind in changes:
-            self._operations[(shape, op, kind)] += 1
-        client = self.clients.label(request.headers.get(hdrs.USER_AGENT))
-        self._client_calls[(client, shape)] += 1
+        method = request.method
         signed = context.signed
-        if signed is not None:
-            self._signed_calls[(shape, signed.handling.value)] += 1
-        call = calls.DeprecatedCall.of(
-            request,
-            request_id=context.request_id,
-            client=client,
-            shape=shape,
-            mode=mode,
-            outcome=outcome.value,
-            reason=reason,
-            status=status,
-            changes=changes,
-            at=self.clock(),
-            signature=signed.handling.value if signed is not None else None,
-            access_key=signed.shown_key if signed is not None else None,
+        facts: Facts = (
+            method if method in _METHODS else OTHER,
+            route,
+            status_label,
+            None if failure is None else (failure.kind, Stage.MID_STREAM if prepared else Stage.BEFORE_RESPONSE),
+            context.outcome,
+            context.mode,
+            context.reason,
+            tuple([label for _, label in context.dropped_headers]) if context.dropped_headers else (),
+            context.refused_headers,
+            None if signed is None else signed.handling,
+            None if route is not Route.IMAGE_PATCH else self._call_facts(request, context, status_label, status),
         )
-        self.report.record(call)
-        calls.write_log_line(call)
+        tally = self._tally
+        seen = tally.get(facts)
+        now = self.clock()
+        if seen is None:
+            tally[facts] = [1, now, now]  # how many, first and last seen
+            if len(tally) >= TALLY_LIMIT:
+                self.fold()
+        else:
+            seen[0] += 1
+            seen[2] = now
+
+    def _call_facts(self, request: web.BaseRequest, context: RequestContext, status_label: str, status: int | None) -> calls.CallFacts:
+        """What an image PATCH adds to the report and its log line, beyond the request's own facts."""
+        self._follow(context.config.settings)
+        headers = request.headers
+        user_agent = headers.get(hdrs.USER_AGENT)
+        classify = context.config.policy.classify
+        signed = context.signed
+        outcome = _outcome(context, status_label)
+        facts = calls.CallFacts(
+            self.clients.label(user_agent),
+            user_agent,
+            request.remote or "",
+            headers.get(X_FORWARDED_FOR),
+            headers.get(calls.X_PROJECT_ID),
+            context.shape or _shape_of(request),
+            context.mode or Mode.ENFORCE,
+            outcome,
+            (context.reason or Reason.OTHER) if outcome is Outcome.REJECTED else None,
+            status,
+            tuple([(change.op, classify(change)) for change in context.changes]),
+            None if signed is None else signed.handling,
+            None if signed is None else signed.shown_key,
+        )
+        calls.write_log_line(context.request_id, facts)
+        return facts
+
+    def fold(self) -> None:
+        """Add the tally to the families, the report and the client counts; start a new tally."""
+        tally, self._tally = self._tally, {}
+        if not tally:
+            return
+        requests, refused, routing, signed_requests = self._requests, self._refused, self._routing_headers, self._signed
+        for facts, (times, first_at, last_at) in tally.items():
+            method, route, status_label, failure, outcome, mode, reason, dropped, refused_labels, signed, call = facts
+            requests[(method, route, status_label)] += times
+            if failure is not None:
+                self._upstream_errors[failure] += times
+            if outcome is Outcome.REJECTED and mode is not Mode.OBSERVE and reason is not None:
+                refused[(reason,)] += times
+            for label in dropped:
+                routing[(label, "dropped")] += times
+            for label in refused_labels:
+                routing[(label, "refused")] += times
+            if signed is not None:
+                signed_requests[(signed,)] += times
+            if call is not None:
+                self._fold_call(call, times, first_at, last_at)
+
+    def _fold_call(self, call: calls.CallFacts, times: int, first_at: float, last_at: float) -> None:
+        shape, mode = call.shape, call.mode
+        self._calls[(shape, call.outcome, mode)] += times
+        if call.reason is not None:
+            self._rejections[(shape, call.reason, mode)] += times
+        for op, kind in call.changes:
+            self._operations[(shape, op, kind)] += times
+        self._client_calls[(call.client, shape)] += times
+        if call.signature is not None:
+            self._signed_calls[(shape, call.signature)] += times
+        self.report.record(call.deprecated_call(last_at), times, first_seen=first_at)
 
     def _follow(self, settings: Settings) -> None:
-        """Take up reloaded [metrics] and [report] settings (the request's own generation)."""
+        """Take up reloaded [metrics] and [report] settings (of the last request counted)."""
         if settings.metrics is not self._metrics_settings:
             self._metrics_settings = settings.metrics
             self.clients.reconfigure(_rules(settings.metrics), settings.metrics.client_label_cap)
@@ -247,14 +292,12 @@ class Metrics:
 
     def publish(self) -> None:
         """Leave this worker's numbers where the other workers read them (no-op for one process)."""
+        self.fold()
         if self.share is not None:
             self.share.publish(self.counts)
 
     async def publishing(self) -> AsyncIterator[None]:
-        """While the gateway runs: publish about once a second, and once more when it stops."""
-        if self.share is None:
-            yield
-            return
+        """While the gateway runs: fold the tally and publish about once a second, and once more when it stops."""
 
         async def every_second() -> None:
             while True:

@@ -40,20 +40,21 @@ class Entry:
     signatures: Counter[str] = field(default_factory=Counter)
     access_key: str | None = None
 
-    def add(self, call: DeprecatedCall) -> None:
-        self.count += 1
-        self.last_seen = call.at
+    def add(self, call: DeprecatedCall, times: int = 1) -> None:
+        """Count ``call`` (``times`` alike calls, the last at ``call.at``)."""
+        self.count += times
+        self.last_seen = max(self.last_seen, call.at)
         self.user_agent = call.user_agent
         self.forwarded_for = call.forwarded_for
-        self.shapes[call.shape] += 1
-        self.modes[call.mode] += 1
-        self.outcomes[call.outcome] += 1
+        self.shapes[call.shape] += times
+        self.modes[call.mode] += times
+        self.outcomes[call.outcome] += times
         for op, count in call.ops.items():
-            self.ops[op] += count
+            self.ops[op] += count * times
         for attribute, count in call.attributes.items():
-            self.attributes[attribute] += count
+            self.attributes[attribute] += count * times
         if call.signature is not None:
-            self.signatures[call.signature] += 1
+            self.signatures[call.signature] += times
             self.access_key = call.access_key
 
     def document(self) -> dict[str, Any]:
@@ -91,18 +92,18 @@ class MigrationReport:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def record(self, call: DeprecatedCall) -> None:
+    def record(self, call: DeprecatedCall, times: int = 1, first_seen: float | None = None) -> None:
+        """Count ``times`` alike calls, seen from ``first_seen`` (default: ``call.at``) to ``call.at``."""
         key = (call.client, call.address, call.project_id)
         entry = self._entries.get(key)
         if entry is None:
             self._make_room(self.max_clients - 1)
-            entry = Entry(
-                call.client, call.address, call.project_id, call.user_agent, call.forwarded_for, call.at, call.at
-            )
+            first = call.at if first_seen is None else first_seen
+            entry = Entry(call.client, call.address, call.project_id, call.user_agent, call.forwarded_for, first, call.at)
             self._entries[key] = entry
         else:
             self._entries.move_to_end(key)
-        entry.add(call)
+        entry.add(call, times)
 
     def resize(self, max_clients: int) -> None:
         self.max_clients = max_clients
@@ -194,10 +195,17 @@ def render_html(report: MigrationReport) -> str:
     )
 
 
-def handler(report: MigrationReport) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The admin listener's /deprecations: JSON, or HTML for a client that prefers it."""
+def handler(
+    report: MigrationReport, before: Callable[[], None] | None = None
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The admin listener's /deprecations: JSON, or HTML for a client that prefers it.
+
+    ``before`` runs first at every read (the metrics fold their tally into the report).
+    """
 
     async def deprecations(request: web.Request) -> web.Response:
+        if before is not None:
+            before()
         if prefers_html(",".join(request.headers.getall(hdrs.ACCEPT, ()))):
             response = web.Response(text=render_html(report), content_type="text/html", charset="utf-8")
             # The page shows client-controlled strings: escaped, and nothing may run anyway.

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from gateway.patch import parser
 from gateway.patch.parser import (
     REASONS,
     V20_MEDIA_TYPE,
@@ -209,3 +211,59 @@ def test_what_passes_the_policy_names_no_forbidden_attribute(
     request: tuple[str, Any, bytes], checks: bool
 ) -> None:
     check(*request, checks, duplicates=True)
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=4)
+
+
+@st.composite
+def near_plain_documents(draw: st.DrawFn) -> tuple[bool, list[Any]]:
+    """Operation objects of exactly the shape's members, the odd one out here and there."""
+    v21 = draw(st.booleans())
+    items: list[Any] = []
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(st.sampled_from([*GOOD_OPS, *GOOD_OPS, *GOOD_OPS, *BAD_OPS]))
+        pointer = draw(
+            st.sampled_from(["/locations", "/name", "/ name", "/name ", "/a~0b", "/a/b", "/x/", "/é", "/min_ram"])
+            | st.sampled_from(NASTY_POINTERS)
+            | st.from_regex(r"/[A-Za-z0-9_.:@+-]{1,8}", fullmatch=True)
+            | st.sampled_from([5, None, ["/a"]])
+        )
+        value = draw(finite_values) if rarely(draw) else draw(scalars)
+        if v21:
+            item = {"op": op, "path": pointer, "value": value}
+        else:
+            item = {op if isinstance(op, str) else "add": pointer, "value": value}
+        if rarely(draw):  # a member missing, or another one instead
+            item[draw(st.sampled_from(["x", "from", "op", "add"]))] = item.pop(draw(st.sampled_from(sorted(item))))
+        items.append(item)
+    return v21, items
+
+
+@settings(max_examples=1000, deadline=None)
+@given(near_plain_documents(), st.booleans(), st.sampled_from([None, 0, 1, 8]))
+def test_the_plain_reading_of_a_body_is_the_full_reading(
+    case: tuple[bool, list[Any]], duplicates: bool, depth: int | None
+) -> None:
+    """A body of plain operation objects is read at once (parser._plain_changes); the full
+    reading, every check in Glance's order, gives the same changes, and refuses none."""
+    v21, document = case
+    plain = parser._plain_changes(document, v21)
+    event("read at once" if plain is not None else "read in full")
+    if plain is None:
+        return
+    options = parser._Options(parser._locate_v21 if v21 else parser._locate_v20, False, duplicates, depth)
+    assert parser._read_changes(document, options) == plain
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (V21_MEDIA_TYPE, b'[{"op": "replace", "path": "/name", "value": "x"}, {"op": "add", "path": "/k_1", "value": 1}]'),
+        (V20_MEDIA_TYPE, b'[{"replace": "/name", "value": "x"}, {"remove": "/__description", "value": null}]'),
+        (V21_MEDIA_TYPE, b'[{"op": "replace", "path": "/min_ram", "value": 1024}]'),
+    ],
+)
+def test_the_usual_bodies_are_read_at_once(content_type: str, body: bytes) -> None:
+    document = parser._load(body, True)
+    assert parser._plain_changes(document, content_type == V21_MEDIA_TYPE) is not None

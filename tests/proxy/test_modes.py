@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gateway.context import CONTEXT, RequestContext
+from gateway.context import RequestContext
 from gateway.patch.parser import V20_MEDIA_TYPE, V21_MEDIA_TYPE
 from gateway.proxy import images
 from gateway.service.state import RUNTIME
@@ -31,11 +31,11 @@ class Decisions:
         self.contexts: list[RequestContext] = []
         decide = images.patch_image
 
-        async def recording(request: web.Request) -> web.StreamResponse:
+        async def recording(request: web.BaseRequest, context: RequestContext, *args: Any) -> web.StreamResponse:
             try:
-                return await decide(request)
+                return await decide(request, context, *args)
             finally:
-                self.contexts.append(request[CONTEXT])
+                self.contexts.append(context)
 
         monkeypatch.setattr(images, "patch_image", recording)
 

@@ -238,3 +238,33 @@ def test_the_access_log_can_be_turned_off(processes: list[Process], access_log: 
     assert bool(access_lines) is expected
     if expected:
         assert re.search(r"ims_gateway\.access 127\.0\.0\.1 GET images 200 \d+\.\d{6} access-1$", access_lines[0])
+
+
+@pytest.mark.parametrize(("choice", "loop"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")])
+def test_the_event_loop_is_the_configured_one(processes: list[Process], choice: str, loop: str) -> None:
+    pytest.importorskip("uvloop")
+    port, admin = free_port(), free_port()
+    process = Process(
+        ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
+        clean_env(IMS_GATEWAY_SERVER_EVENT_LOOP=choice),
+    )
+    processes.append(process)
+    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    status, _, _ = request("GET", f"http://127.0.0.1:{port}/v2/images")
+    assert status == 200
+    output = process.stop()
+    assert f"; event loop: {loop}\n" in output
+
+
+def test_uvloop_named_but_not_installed_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvloop" else find_spec(name, *a))
+    config = tmp_path / "gateway.toml"
+    config.write_text('[server]\nevent_loop = "uvloop"\n')
+    assert main(["check-config", str(config)]) == 2
+    assert "uvloop is not installed (pip install 'ims-gateway[uvloop]')" in capsys.readouterr().err
+    config.write_text('[server]\nevent_loop = "tokio"\n')
+    assert main(["check-config", str(config)]) == 2
+    assert "one of auto, uvloop, asyncio" in capsys.readouterr().err

@@ -28,14 +28,17 @@ def answered(metrics: Metrics, count: int) -> None:
         metrics.observe(request, context, web.Response(body=b"{}"), 0.001)
 
 
-def test_a_request_adds_to_plain_numbers_and_a_scrape_sees_them_at_once() -> None:
+def test_a_request_adds_to_a_tally_and_a_scrape_folds_it_in_at_once() -> None:
     registry = CollectorRegistry()
     metrics = Metrics(registry, make_settings())
     answered(metrics, 5)
-    assert metrics.counts.values[REQUESTS][("GET", "images", "2xx")] == 5
+    assert metrics.counts.values[REQUESTS][("GET", "images", "2xx")] == 0  # still in the tally
     assert registry.get_sample_value("ims_gateway_requests_total", GET_IMAGES) == 5
+    assert metrics.counts.values[REQUESTS][("GET", "images", "2xx")] == 5
     assert registry.get_sample_value("ims_gateway_requests_in_flight", {"route": "images"}) == 0
     assert registry.get_sample_value("ims_gateway_response_body_bytes_total", {"route": "images"}) == 10
+    answered(metrics, 2)
+    assert registry.get_sample_value("ims_gateway_requests_total", GET_IMAGES) == 7
 
 
 def test_the_view_has_no_created_series_and_nothing_that_was_never_counted() -> None:
@@ -117,3 +120,30 @@ def test_clear_empties_a_reused_directory_and_unreadable_files_are_skipped(tmp_p
     clear(tmp_path)
     assert list(tmp_path.glob("ims-gateway-*.json")) == []
     assert registry.get_sample_value("ims_gateway_requests_total", GET_IMAGES) is None
+
+
+def test_a_full_tally_is_folded_without_waiting_for_a_scrape() -> None:
+    from gateway.telemetry.metrics import TALLY_LIMIT
+
+    metrics = Metrics(CollectorRegistry(), make_settings())
+    context = RequestContext("req", Route.IMAGE_PATCH, Config.from_settings(make_settings()))
+    for n in range(TALLY_LIMIT):  # each a distinct set of facts: the call's own project
+        request = make_mocked_request("PATCH", "/v2/images/x", headers={"X-Project-Id": f"p{n}"})
+        metrics.request_started(context)
+        metrics.observe(request, context, web.Response(status=200), 0.001)
+    assert sum(metrics.counts.values[REQUESTS].values()) == TALLY_LIMIT
+    assert len(metrics.report) == 1000  # report.max_clients: the least recently seen made room
+
+
+async def test_the_tally_is_folded_about_once_a_second_while_the_gateway_runs() -> None:
+    import asyncio
+
+    from gateway.telemetry import metrics as metrics_module
+
+    metrics = Metrics(CollectorRegistry(), make_settings())
+    publishing = metrics.publishing()
+    await publishing.__anext__()
+    answered(metrics, 3)
+    await asyncio.sleep(metrics_module.PUBLISH_SECONDS * 1.5)
+    assert metrics.counts.values[REQUESTS][("GET", "images", "2xx")] == 3
+    await publishing.aclose()
