@@ -256,7 +256,9 @@ class FleetReport:
                 entries[entry.key] = entry.copy()
             else:
                 known.merge(entry)
-        kept = sorted(entries.values(), key=lambda e: -e.last_seen)[: self.local.max_clients]
+        cutoff = now - self.local.retention
+        recent = (entry for entry in entries.values() if entry.last_seen > cutoff)
+        kept = sorted(recent, key=lambda e: -e.last_seen)[: self.local.max_clients]
         return Snapshot(
             most_calls_first(kept), now, SHARED_SCOPE, self.local.max_clients, stored.evicted, stored.expired,
             retention, self._status(), stored.replicas,

@@ -79,6 +79,7 @@ class SqliteStore:
         self.create = create
         self.shown = f"sqlite://{path}"
         self._connection: sqlite3.Connection | None = None
+        self._closed = False
         # One thread owns the connection: the loop hands it work and never touches the file.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ims-gateway-report")
 
@@ -92,6 +93,9 @@ class SqliteStore:
         return await self._run(self.read_now, bounds)
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             await asyncio.wait_for(self._run(self.close_now), self.timeout)
         finally:
