@@ -83,6 +83,7 @@ class FleetReport:
         self._pending: dict[Key, Entry] = {}
         self._pending_calls = 0
         self._offered: Batch | None = None
+        self._process = uuid.uuid4().hex
         self.dropped = 0
         self.flushed_at: float | None = None
         self.problem: str | None = None  # why the last flush failed
@@ -177,7 +178,8 @@ class FleetReport:
             if self._offered is None:
                 if not self._pending:
                     break
-                self._offered = Batch(uuid.uuid4().hex, self.replica, list(self._pending.values()), self._pending_calls)
+                entries = list(self._pending.values())
+                self._offered = Batch(uuid.uuid4().hex, self.replica, entries, self._pending_calls, self._process)
                 self._pending, self._pending_calls = {}, 0
             if not await self._offer(self.store, self._offered, now):
                 break

@@ -38,4 +38,4 @@ def batch(batch_id: str, replica: str, *calls: DeprecatedCall) -> Batch:
         key = (one.client, one.address, one.project_id)
         entry = entries.get(key) or entries.setdefault(key, Entry.first(one, replica))
         entry.add(one)
-    return Batch(batch_id, replica, list(entries.values()), len(calls))
+    return Batch(batch_id, replica, list(entries.values()), len(calls), process=replica)

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.telemetry.stores.base import BATCH_MEMORY_SECONDS, Bounds, Store, entry_id
-from gateway.telemetry.stores.redis_store import BATCH, ENTRY, REPLICAS, SEEN, TOTALS, RedisStore
+from gateway.telemetry.stores.redis_store import APPLIED, ENTRY, REPLICAS, SEEN, TOTALS, RedisStore
 from gateway.telemetry.stores.sqlite_store import SqliteStore
 from testing.report_stores import RedisServer
 from tests.telemetry.report_calls import batch, call
@@ -177,11 +177,14 @@ async def test_a_sqlite_file_locked_by_another_process_fails_the_flush_and_appli
 async def test_the_redis_keys_are_the_documented_layout(redis_server: RedisServer) -> None:
     store = RedisStore(redis_server.url, TIMEOUT)
     one = call(100.0, project="p1", forwarded_for="203.0.113.7")
-    await store.apply(batch("b1", "pod-a", one), Bounds(1000.0, 10, 3600.0))
+    await store.apply(batch("b0", "pod-a", one), Bounds(999.0, 10, 3600.0))
+    await store.apply(batch("b1", "pod-a"), Bounds(1000.0, 10, 3600.0))
     await store.close()
     entry = ENTRY + entry_id(("glance", "10.0.0.1", "p1"))
     async with Redis.from_url(redis_server.url, decode_responses=True) as redis:
-        assert set(await redis.keys("*")) == {SEEN, REPLICAS, entry, BATCH + "b1"}
+        # One record of what was applied per process, however many batches it flushed.
+        assert set(await redis.keys("*")) == {SEEN, REPLICAS, entry, APPLIED + "pod-a"}
+        assert await redis.get(APPLIED + "pod-a") == "b1"
         assert await redis.hgetall(entry) == {
             "client": "glance", "address": "10.0.0.1", "project_id": "p1", "user_agent": "glance/1",
             "forwarded_for": "203.0.113.7", "first_seen": "100", "last_seen": "100", "last_seen_by": "pod-a", "count": "1",
@@ -190,7 +193,7 @@ async def test_the_redis_keys_are_the_documented_layout(redis_server: RedisServe
         assert await redis.zrange(SEEN, 0, -1, withscores=True) == [(entry.removeprefix(ENTRY), 100.0)]
         assert await redis.zrange(REPLICAS, 0, -1, withscores=True) == [("pod-a", 1000.0)]
         assert 3590 <= await redis.ttl(entry) <= 3600
-        assert BATCH_MEMORY_SECONDS - 10 <= await redis.ttl(BATCH + "b1") <= BATCH_MEMORY_SECONDS
+        assert BATCH_MEMORY_SECONDS - 10 <= await redis.ttl(APPLIED + "pod-a") <= BATCH_MEMORY_SECONDS
         assert not await redis.exists(TOTALS), "made at the first eviction or expiry"
 
 

@@ -9,8 +9,10 @@ from typing import Protocol
 
 from gateway.telemetry.report import Entry, Key
 
-# A batch id is remembered this long, so that one offered again after an unclear failure
-# (the store applied it, the answer was lost) is not counted twice.
+# A process offers its batches one at a time, each until the store takes it: the store
+# remembers the last batch id it applied of each process, for this long after that
+# process's last flush, so that a batch offered again after an unclear failure (applied,
+# the answer lost) is not counted twice.
 BATCH_MEMORY_SECONDS = 86400
 
 
@@ -35,6 +37,7 @@ class Batch:
     replica: str
     entries: list[Entry]
     calls: int
+    process: str = ""  # the offering process (one gateway's lifetime): its batches come in order
 
 
 @dataclass(slots=True)

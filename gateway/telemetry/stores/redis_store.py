@@ -11,8 +11,8 @@ Key layout (``PREFIX`` = ``ims-gateway:report:``):
   last update, so an idle fleet's report empties itself too;
 - ``PREFIX replicas``: a sorted set of replica names scored by their last flush;
 - ``PREFIX totals``: a hash, ``evicted`` and ``expired``;
-- ``PREFIX batch:<id>``: a flag per applied batch, kept a day, so a batch offered again is
-  not counted twice.
+- ``PREFIX applied:<process>``: the id of the last batch applied of each gateway process,
+  kept a day after its last flush, so that a batch offered again is not counted twice.
 
 A flush is one Lua script: atomic, whatever the number of replicas writing at once.
 """
@@ -37,16 +37,18 @@ SEEN: Final = PREFIX + "seen"
 REPLICAS: Final = PREFIX + "replicas"
 TOTALS: Final = PREFIX + "totals"
 ENTRY: Final = PREFIX + "entry:"
-BATCH: Final = PREFIX + "batch:"
+APPLIED: Final = PREFIX + "applied:"
 
-# KEYS: seen, replicas, totals, the batch's flag, then one entry hash per ARGV[7] item.
-# ARGV: now, max_clients, retention (s), replica, entry key prefix, batch memory (s), the entries as JSON.
+# KEYS: seen, replicas, totals, the offering process's last applied batch, then one entry hash per ARGV[7] item.
+# ARGV: now, max_clients, retention (s), replica, entry key prefix, batch memory (s), the entries as JSON,
+#       the most replicas listed, the batch id.
 FLUSH: Final = """
-local seen, replicas, totals, flag = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local seen, replicas, totals, applied = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, max_clients, retention = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local replica, prefix = ARGV[4], ARGV[5]
 local ttl = math.max(1, math.ceil(retention))
-if redis.call('SET', flag, '1', 'NX', 'EX', ARGV[6]) then
+if redis.call('GET', applied) ~= ARGV[9] then
+  redis.call('SET', applied, ARGV[9], 'EX', ARGV[6])
   for i, e in ipairs(cjson.decode(ARGV[7])) do
     local key = KEYS[4 + i]
     local last = tonumber(redis.call('HGET', key, 'last_seen'))
@@ -156,10 +158,10 @@ class RedisStore:
 
     async def apply(self, batch: Batch, bounds: Bounds) -> None:
         items = [_item(entry) for entry in batch.entries]
-        keys = [SEEN, REPLICAS, TOTALS, BATCH + batch.id, *(ENTRY + item["id"] for item in items)]
+        keys = [SEEN, REPLICAS, TOTALS, APPLIED + batch.process, *(ENTRY + item["id"] for item in items)]
         args: list[str | int] = [
             repr(bounds.now), bounds.max_clients, repr(bounds.retention), batch.replica, ENTRY,
-            BATCH_MEMORY_SECONDS, json.dumps(items, separators=(",", ":")), MAX_REPLICAS,
+            BATCH_MEMORY_SECONDS, json.dumps(items, separators=(",", ":")), MAX_REPLICAS, batch.id,
         ]  # fmt: skip
         _, flush = self._connect()
         await flush(keys=keys, args=args)

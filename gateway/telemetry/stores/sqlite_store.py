@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS counters (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS replicas (name TEXT PRIMARY KEY, flushed_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS applied (process TEXT PRIMARY KEY, batch TEXT NOT NULL, at REAL NOT NULL);
 """
 
 # The latest call's facts come from the side that saw it last; SET reads the row as it was.
@@ -137,8 +137,13 @@ class SqliteStore:
         db = self.connection()
         db.execute("BEGIN IMMEDIATE")
         try:
-            if db.execute("INSERT OR IGNORE INTO batches (id, at) VALUES (?, ?)", (batch.id, bounds.now)).rowcount:
+            if db.execute("SELECT 1 FROM applied WHERE process = ? AND batch = ?", (batch.process, batch.id)).fetchone() is None:
                 self._add(db, batch, bounds)
+                db.execute(
+                    "INSERT INTO applied (process, batch, at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (process) DO UPDATE SET batch = excluded.batch, at = excluded.at",
+                    (batch.process, batch.id, bounds.now),
+                )
             self._trim(db, bounds)
         except BaseException:
             db.execute("ROLLBACK")
@@ -171,7 +176,7 @@ class SqliteStore:
                 (count - bounds.max_clients,),
             ).rowcount
         db.executemany(ADD_TOTAL, [(name, n) for name, n in (("expired", expired), ("evicted", evicted)) if n])
-        db.execute("DELETE FROM batches WHERE at < ?", (bounds.now - BATCH_MEMORY_SECONDS,))
+        db.execute("DELETE FROM applied WHERE at < ?", (bounds.now - BATCH_MEMORY_SECONDS,))
         db.execute("DELETE FROM replicas WHERE flushed_at <= ?", (bounds.cutoff,))
         db.execute(
             "DELETE FROM replicas WHERE name NOT IN (SELECT name FROM replicas ORDER BY flushed_at DESC LIMIT ?)",
