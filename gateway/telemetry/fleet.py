@@ -233,7 +233,8 @@ class FleetReport:
         if self.store is None:
             return
         try:
-            await self.store.close()
+            async with asyncio.timeout(self.settings.store_timeout):
+                await self.store.close()
         except Exception as exc:
             log.debug("closing the report store %s: %s", self.store.shown, self._describe(self.store, exc))
 

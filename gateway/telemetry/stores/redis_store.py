@@ -150,7 +150,6 @@ class RedisStore:
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 0),
-                client_name="ims-gateway",
             )
             # EVALSHA, and the script itself only when this Redis does not know it yet.
             self._flush = self._client.register_script(FLUSH)

@@ -15,9 +15,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
+from urllib.parse import quote
 
 from gateway.telemetry.report import Entry
 from gateway.telemetry.stores.base import BATCH_MEMORY_SECONDS, MAX_REPLICAS, Batch, Bounds, Stored, entry_id
+
+T = TypeVar("T")
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -64,7 +67,6 @@ UPSERT_COUNTER: Final = """
 INSERT INTO counters (entry, name, n) VALUES (?, ?, ?)
 ON CONFLICT (entry, name) DO UPDATE SET n = n + excluded.n
 """
-T = TypeVar("T")
 ADD_TOTAL: Final = "INSERT INTO totals (name, n) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET n = n + excluded.n"
 
 
@@ -120,7 +122,7 @@ class SqliteStore:
         else:
             if not self.path.is_file():
                 raise FileNotFoundError(f"no such file: {self.path}")
-            target, uri = f"file:{self.path}?mode=ro", True
+            target, uri = f"file:{quote(str(self.path))}?mode=ro", True
         connection = sqlite3.connect(target, timeout=self.timeout, isolation_level=None, check_same_thread=False, uri=uri)
         try:
             connection.execute("PRAGMA foreign_keys = ON")
