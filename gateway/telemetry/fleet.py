@@ -4,8 +4,8 @@ Every image PATCH call goes to this process's own table (``report.MigrationRepor
 /deprecations serves when the store does not answer) and, with a shared store, to a batch:
 one entry per key, its counts added up. About once a second a background task hands the
 batch to the store; a request never waits for it. A batch the store did not take is kept,
-whole and under its id, and offered again (a store applies an id once), while new calls
-gather in the next one. With the store away for long each holds at most
+whole and under its id, and offered again (a store remembers the last batch it applied of
+each process, so none is counted twice) while new calls gather in the next one. With the store away for long each holds at most
 ``report.max_clients`` entries: memory stays bounded, and a call for yet another entry is
 dropped and counted.
 """
