@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +21,8 @@ from gateway import config
 from gateway.config import Settings
 from gateway.edge.server import GatewayRunner
 from gateway.service.app import build_admin_app, build_app, runner_options
+from testing.paths import REPO
+from testing.report_stores import REDIS_SERVER, RedisServer
 
 
 @dataclasses.dataclass
@@ -179,3 +184,23 @@ def _dechunk(data: bytes) -> bytes:
         out += rest[:size]
         data = rest[size + 2 :]
     return bytes(out)
+
+
+@pytest.fixture(scope="session")
+def redis_executable() -> str:
+    """Debian's redis-server, installed with .ci/system-packages (the script CI runs) when missing."""
+    if shutil.which(REDIS_SERVER) is None:
+        result = subprocess.run([REPO / ".ci" / "system-packages"], capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            pytest.fail(f".ci/system-packages failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    found = shutil.which(REDIS_SERVER)
+    if found is None:
+        pytest.fail("redis-server is still missing after .ci/system-packages")
+    return found
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path, redis_executable: str) -> Iterator[RedisServer]:
+    """A real redis-server of this test's own, on a free loopback port."""
+    with RedisServer(tmp_path / "redis", executable=redis_executable) as server:
+        yield server

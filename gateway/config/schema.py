@@ -20,6 +20,7 @@ from gateway.edge import signing
 from gateway.patch import policy
 from gateway.patch import retirement as deprecation
 from gateway.telemetry import clients
+from gateway.telemetry.stores import spec as stores
 from gateway.vocabulary import Shape
 
 
@@ -306,11 +307,68 @@ class MetricsSettings:
     )
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_REPLICA = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a duration such as "30d", "12h", "90m" or "45s"; ValueError otherwise."""
+    match = _DURATION.fullmatch(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _duration(value: str) -> str | None:
+    try:
+        parse_duration(value)
+    except ValueError:
+        return 'a duration > 0: a number and s, m, h or d, e.g. "30d" or "12h"'
+    return None
+
+
+def _store(value: str) -> str | None:
+    try:
+        stores.parse_store(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _replica_name(value: str) -> str | None:
+    if value == "" or _REPLICA.fullmatch(value):
+        return None
+    return "1-63 of A-Z a-z 0-9 . _ - starting with a letter or digit (or empty: the host name)"
+
+
 @dataclass(frozen=True, slots=True)
 class ReportSettings:
     max_clients: int = _setting(
-        1000, "most entries kept in the /deprecations migration report; the least recently seen is dropped", _at_least(1)
+        1000,
+        "most entries kept in the /deprecations migration report (fleet-wide with a shared store); the least recently seen is dropped",
+        _at_least(1),
     )
+    store: str = _setting(
+        "",
+        'where the report is kept: "memory" (this process), "sqlite" or "sqlite:///ABSOLUTE/PATH" (the workers of one machine, '
+        'kept across restarts), "redis://[:PASSWORD@]HOST[:PORT][/DB]" or "rediss://..." (a fleet); '
+        "empty: memory for one process, sqlite for --workers N (restart to change)",
+        _store,
+    )
+    retention: str = _setting(
+        "30d", 'entries not seen for this long are dropped: a number and s, m, h or d ("30d": the sunset\'s 30-day window)', _duration
+    )
+    store_timeout: float = _setting(
+        2.0, "seconds a flush or a /deprecations read may wait for the store; /deprecations then serves this process's own view", _positive
+    )
+    replica: str = _setting(
+        "", "this gateway's name in the report's per-replica detail (empty: the host name, a pod's name in Kubernetes; restart to change)", _replica_name
+    )
+
+    @property
+    def retention_seconds(self) -> float:
+        return parse_duration(self.retention)
 
 
 def _credentials_file(value: str) -> str | None:

@@ -1,4 +1,4 @@
-"""The ims-gateway command: serve, check-config, emulator."""
+"""The ims-gateway command: serve, check-config, report, emulator."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ from gateway.config.generation import read_credentials
 from gateway.config.schema import Address, Settings, SettingsError
 from gateway.edge.server import GatewayRunner
 from gateway.edge.signing import Credentials, load_keys
-from gateway.service import reload, workers
+from gateway.service import reload, report_command, workers
 from gateway.service.app import build_admin_app, build_app, runner_options
 from gateway.service.state import Lifecycle
 from gateway.telemetry import logs
 
 log = logging.getLogger("ims_gateway")
 
-COMMANDS = ("serve", "check-config", "emulator")
+COMMANDS = ("serve", "check-config", "report", "emulator")
 
 
 def _address(text: str) -> str:
@@ -63,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", metavar="FILE")
+
+    report_command.add_parser(commands)
 
     emulator = commands.add_parser("emulator", help="run only the built-in IMS emulator")
     emulator.add_argument("--listen", metavar="HOST:PORT", type=_address, default="127.0.0.1:8774")
@@ -201,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"{args.file}: OK")
         return 0
+
+    if args.command == "report":
+        return report_command.run(args)
 
     if args.command == "emulator":
         from ims_emulator.app import run_emulator

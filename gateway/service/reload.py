@@ -22,6 +22,8 @@ log = logging.getLogger("ims_gateway.reload")
 # Bound at start-up (listeners, the upstream session and its pool, logging handlers):
 # a changed value is reported as needing a restart and the running one is kept.
 RESTART_ONLY = ("server", "upstream", "logging")
+# Keys of reloadable sections bound at start-up all the same: the report's store and its name in it.
+RESTART_ONLY_KEYS = (("report", "store"), ("report", "replica"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,19 @@ def restart_required(running: Settings, loaded: Settings) -> tuple[str, ...]:
     for section in RESTART_ONLY:
         before, after = getattr(running, section), getattr(loaded, section)
         changed += [f"{section}.{f.name}" for f in dataclasses.fields(before) if getattr(before, f.name) != getattr(after, f.name)]
+    for section, key in RESTART_ONLY_KEYS:
+        if getattr(getattr(running, section), key) != getattr(getattr(loaded, section), key):
+            changed.append(f"{section}.{key}")
     return tuple(changed)
+
+
+def keep_restart_only(started: Settings, loaded: Settings) -> Settings:
+    """``loaded`` with every restart-only setting as the gateway started with it."""
+    kept = dataclasses.replace(loaded, **{section: getattr(started, section) for section in RESTART_ONLY})
+    for section, key in RESTART_ONLY_KEYS:
+        table = dataclasses.replace(getattr(kept, section), **{key: getattr(getattr(started, section), key)})
+        kept = dataclasses.replace(kept, **{section: table})
+    return kept
 
 
 def reload(gateway: web.Application) -> Reloaded:
@@ -69,7 +83,7 @@ def _reload(gateway: web.Application) -> Reloaded:
         return _refused(running, [f"{exc.source}: {p}" if exc.source else p for p in exc.problems])
     started = gateway[SETTINGS]
     changed = restart_required(started, loaded)
-    kept = dataclasses.replace(loaded, **{section: getattr(started, section) for section in RESTART_ONLY})
+    kept = keep_restart_only(started, loaded)
     runtime.config = Config.from_settings(kept, generation=running.generation + 1)
     if changed:
         log.warning("config reload: these settings take effect only after a restart, kept as running: %s", ", ".join(changed))

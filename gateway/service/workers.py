@@ -8,6 +8,9 @@ parent works with port 0 and needs no SO_REUSEPORT. The parent serves no traffic
 - makes PROMETHEUS_MULTIPROC_DIR a fresh directory for the run (or empties the one it is
   given), where every worker leaves its numbers, so that /metrics, from whichever worker
   answers it, adds up the counts of all workers;
+- with no ``report.store`` configured, gives the workers one SQLite file for the
+  migration report (``report.sqlite`` in the state directory, kept across restarts), so
+  that /deprecations shows one report whichever worker answers;
 - forwards SIGTERM/SIGINT to every worker, which drains as a single process does, and
   exits 0 once all of them exited 0 (1 otherwise); forwards SIGHUP (reload);
 - restarts a worker that dies, logging its exit; if workers die more than
@@ -33,9 +36,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gateway.config.loader import ENV_PREFIX
 from gateway.config.schema import Address, Settings
 from gateway.telemetry import counts
 from gateway.telemetry.metrics import SHARE_DIRECTORY
+from gateway.telemetry.stores import spec
 
 log = logging.getLogger("ims_gateway.workers")
 
@@ -81,6 +86,23 @@ def metrics_directory(environ: dict[str, str]) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix="ims-gateway-metrics-")), True
 
 
+REPORT_STORE = ENV_PREFIX + "REPORT_STORE"
+
+
+def report_store_environment(settings: Settings, environ: dict[str, str]) -> dict[str, str]:
+    """What the workers are told of the report store: the shared file when none is configured.
+
+    Its directory is made here, so that one that cannot be is a clear error before any worker starts.
+    """
+    if settings.report.store:
+        return {}
+    shared = spec.effective(spec.StoreSpec(spec.SQLITE), settings.server.workers, environ)
+    if shared.path is None:
+        return {}
+    shared.path.parent.mkdir(parents=True, exist_ok=True)
+    return {REPORT_STORE: shared.shown}
+
+
 async def watch_parent(stop: Callable[[], None]) -> None:
     """Call ``stop`` once the parent is gone (the worker is re-parented): never serve unsupervised."""
     parent = os.getppid()
@@ -104,8 +126,20 @@ class Supervisor:
         self.listeners: list[socket.socket] = []
         self.directory = Path()
         self.argv: list[str] = []
+        self.report_store: dict[str, str] = {}
 
     async def run(self) -> int:
+        try:
+            self.report_store = report_store_environment(self.settings, dict(os.environ))
+        except OSError as exc:
+            log.error(
+                "cannot make the directory of the workers' shared migration report (%s); set report.store "
+                '(e.g. "sqlite:///a/writable/path/report.sqlite", or "memory" for one report per worker) or XDG_STATE_HOME',
+                exc,
+            )
+            return 2
+        if self.report_store:
+            log.info("the workers share the migration report in %s", self.report_store[REPORT_STORE])
         self.listeners = [bind(self.settings.server.listen), bind(self.settings.server.admin_listen)]
         self.directory, made = metrics_directory(dict(os.environ))
         fds = ",".join(str(sock.fileno()) for sock in self.listeners)
@@ -137,7 +171,7 @@ class Supervisor:
         return 1 if self.failed else 0
 
     async def _start(self) -> None:
-        environment = {**os.environ, SHARE_DIRECTORY: str(self.directory)}
+        environment = {**os.environ, SHARE_DIRECTORY: str(self.directory), **self.report_store}
         fds = tuple(sock.fileno() for sock in self.listeners)
         process = await asyncio.create_subprocess_exec(*self.argv, env=environment, pass_fds=fds, start_new_session=True)
         self.workers[asyncio.ensure_future(process.wait())] = process

@@ -165,6 +165,21 @@ CONFIG_LAST_RELOAD_SUCCESSFUL = Family(
     "1 when the last configuration reload succeeded (or none was tried), else 0 (any worker).",
     combine=Combine.MIN,
 )  # fmt: skip
+REPORT_FLUSHES = Family(
+    "report_flushes_total", Kind.COUNTER,
+    "Batches of migration report updates handed to the report store (report.store), by result: success, or failure "
+    "(the store was away, slow or refused; the batch is kept and offered again).",
+    ("result",),
+)  # fmt: skip
+REPORT_DROPPED = Family(
+    "report_dropped_total", Kind.COUNTER,
+    "Image PATCH calls left out of the migration report: the store was away and the waiting batch already held "
+    "report.max_clients entries.",
+)  # fmt: skip
+REPORT_PENDING = Family(
+    "report_pending_calls", Kind.GAUGE,
+    "Image PATCH calls in the migration report that are not in its store yet (as of the last flush, about once a second).",
+)  # fmt: skip
 
 FAMILIES: Final = (
     BUILD_INFO,
@@ -185,4 +200,7 @@ FAMILIES: Final = (
     DEPRECATED_SIGNED_CALLS,
     CONFIG_RELOADS,
     CONFIG_LAST_RELOAD_SUCCESSFUL,
+    REPORT_FLUSHES,
+    REPORT_DROPPED,
+    REPORT_PENDING,
 )

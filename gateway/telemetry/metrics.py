@@ -27,7 +27,7 @@ from gateway import __version__
 from gateway.config.schema import MetricsSettings, ReportSettings, Settings
 from gateway.edge.headers import X_FORWARDED_FOR
 from gateway.patch.parser import PatchError, shape_of
-from gateway.telemetry import calls, clients, report
+from gateway.telemetry import calls, clients, fleet
 from gateway.telemetry.counts import Collector, Counts, WorkerShare
 from gateway.telemetry.families import (
     ABORTED,
@@ -118,7 +118,8 @@ class Metrics:
         self._report_settings: ReportSettings = settings.report
         self._tally: dict[Facts, list[Any]] = {}
         self.clients = clients.ClientLabels(_rules(settings.metrics), settings.metrics.client_label_cap)
-        self.report = report.MigrationReport(settings.report.max_clients, clock)
+        self.report = fleet.FleetReport.from_settings(settings.report, clock=clock, counts=self.counts)
+        self.report.before_flush = self.fold
         values = self.counts.values
         values[BUILD_INFO][(__version__, platform.python_version())] = 1
         values[CONFIG_LAST_RELOAD_SUCCESSFUL][()] = 1
@@ -280,7 +281,7 @@ class Metrics:
             self.clients.reconfigure(_rules(settings.metrics), settings.metrics.client_label_cap)
         if settings.report is not self._report_settings:
             self._report_settings = settings.report
-            self.report.resize(settings.report.max_clients)
+            self.report.reconfigure(settings.report)
 
     # -- configuration and lifecycle -----------------------------------------------
 
@@ -297,7 +298,13 @@ class Metrics:
             self.share.publish(self.counts)
 
     async def publishing(self) -> AsyncIterator[None]:
-        """While the gateway runs: fold the tally and publish about once a second, and once more when it stops."""
+        """While the gateway runs: fold the tally and publish about once a second, and once more
+        when it stops; the migration report meanwhile flushes to its store (``fleet.FleetReport.flushing``)."""
+        async with self.report.flushing():
+            async for _ in self._publishing_numbers():
+                yield
+
+    async def _publishing_numbers(self) -> AsyncIterator[None]:
 
         async def every_second() -> None:
             while True:

@@ -11,7 +11,7 @@ import pytest
 from tests.deploy.support import REPO
 
 # tool -> the Debian package that ships it
-TOOLS = {"prometheus": "prometheus", "promtool": "prometheus", "nginx": "nginx"}
+TOOLS = {"prometheus": "prometheus", "promtool": "prometheus", "nginx": "nginx", "redis-server": "redis-server"}
 # nginx lives in /usr/sbin, which a non-login PATH may lack.
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 INSTALL_TIMEOUT = 900

@@ -245,3 +245,15 @@ async def _line_matching(stream: asyncio.StreamReader, pattern: str) -> tuple[st
         if match:
             return (match[0], *match.groups())
 
+
+
+async def test_the_report_store_needs_a_restart_while_its_bound_and_retention_reload(reloadable: Reloadable) -> None:
+    report = reloadable.gateway.app[METRICS].report
+    status, document = await reloadable.reload(
+        ENFORCE + '[report]\nstore = "redis://redis:6379/0"\nreplica = "renamed"\nmax_clients = 7\nretention = "1h"\n'
+    )
+    assert (status, document["restart_required"]) == (200, ["report.store", "report.replica"])
+    assert (await reloadable.patch(V21_MEDIA_TYPE, FORBIDDEN))[0] == 400
+    settings = reloadable.gateway.app[RUNTIME].config.settings.report
+    assert (settings.store, settings.replica, settings.max_clients, settings.retention) == ("", "", 7, "1h")
+    assert (report.store, report.local.max_clients, report.local.retention) == (None, 7, 3600.0)

@@ -73,6 +73,13 @@ async def until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-un
             await asyncio.sleep(0.02)
 
 
+@pytest.fixture(autouse=True)
+def state_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the workers' shared report file goes (never the real home of whoever runs the tests)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    return tmp_path / "state" / "ims-gateway"
+
+
 @pytest.fixture
 def settings():  # type: ignore[no-untyped-def]
     return make_settings(upstream={"url": "http://127.0.0.1:9"}, server={"drain_timeout": 5.0})
@@ -138,6 +145,31 @@ async def test_the_port_is_closed_once_stopped(tmp_path: Path, settings) -> None
     assert await running == 0
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
+
+
+async def test_a_state_directory_that_cannot_be_made_stops_the_start_with_a_clear_message(
+    tmp_path: Path, settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "a-file"))
+    command, starts = fake_worker(tmp_path)
+    assert await workers.Supervisor(settings, command, 2).run() == 2
+    assert "cannot make the directory of the workers' shared migration report" in caplog.text
+    assert "set report.store" in caplog.text
+    assert started(starts) == []
+
+
+@pytest.mark.parametrize(
+    ("store", "told"),
+    [("", "sqlite://{state}/report.sqlite"), ("memory", None), ("redis://redis:6379/0", None)],
+)
+def test_the_workers_are_told_the_shared_file_only_when_no_store_is_configured(
+    state_directory: Path, store: str, told: str | None
+) -> None:
+    settings = make_settings(upstream={"url": "http://ims"}, server={"workers": 2}, report={"store": store})
+    environment = workers.report_store_environment(settings, dict(os.environ))
+    assert environment.get(workers.REPORT_STORE) == (told.format(state=state_directory) if told else None)
+    assert state_directory.is_dir() == bool(told)
 
 
 def test_a_given_metrics_directory_is_emptied_and_kept(tmp_path: Path) -> None:
@@ -382,3 +414,44 @@ async def test_workers_whose_supervisor_is_killed_drain_and_exit(recorder: Recor
             await asyncio.sleep(0.1)
     with pytest.raises(aiohttp.ClientConnectionError):
         await send(gateway.url, 1)
+
+
+async def deprecations(admin_url: str) -> dict:  # type: ignore[type-arg]
+    async with aiohttp.ClientSession() as session, session.get(admin_url + "/deprecations") as response:
+        assert response.status == 200
+        return await response.json()  # type: ignore[no-any-return]
+
+
+async def deprecated_calls(admin_url: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(admin_url + "/metrics") as response:
+        text = await response.text()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "ims_gateway_deprecated_calls_total")
+
+
+async def every_worker_reports(admin_url: str, calls: int) -> list[dict]:  # type: ignore[type-arg]
+    """/deprecations until several answers in a row (the kernel hands them to different workers) count ``calls``."""
+    async with asyncio.timeout(30):
+        while True:
+            views = [await deprecations(admin_url) for _ in range(6)]
+            if all(sum(e["count"] for e in view["clients"]) == calls and view["store"]["pending_calls"] == 0 for view in views):
+                return views
+            await asyncio.sleep(0.2)
+
+
+async def test_workers_without_a_store_share_one_report_that_counts_what_metrics_count_and_survives_a_restart(
+    recorder: Recorder, start_workers, state_directory: Path  # type: ignore[no-untyped-def]
+) -> None:
+    gateway = await start_workers(recorder.url, 2)
+    assert f"the workers share the migration report in sqlite://{state_directory}/report.sqlite" in gateway.log()
+    assert await send(gateway.url, 40) == [200] * 40
+    assert await settled_count(gateway.admin_url, 40) == 40
+    views = await every_worker_reports(gateway.admin_url, 20)
+    assert await deprecated_calls(gateway.admin_url) == 20
+    assert {view["store"]["type"] for view in views} == {"sqlite"}
+    assert len({tuple(sorted((e["client"], e["count"]) for e in view["clients"])) for view in views}) == 1
+    assert await gateway.stop() == 0
+
+    again = await start_workers(recorder.url, 2)
+    assert await send(again.url, 4) == [200] * 4
+    await every_worker_reports(again.admin_url, 22)
+    assert await again.stop() == 0

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import re
+import socket
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,10 @@ CREDENTIALS = {
 }
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 RENAME_V21 = '[{"op": "replace", "path": "/name", "value": "x"}]'
+MEMORY_STORE = {
+    "type": "memory", "location": "memory", "answered": True, "problem": None,
+    "flushed_at": None, "pending_calls": 0, "dropped_calls": 0,
+}  # fmt: skip
 
 
 class Clock:
@@ -69,6 +74,10 @@ def test_calls_of_one_client_fold_into_one_entry() -> None:
         "scope": "this gateway process since it started",
         "max_clients": 10,
         "evicted": 0,
+        "expired": 0,
+        "retention": "",
+        "store": MEMORY_STORE,
+        "replicas": [],
         "clients": [
             {
                 "client": "glance",
@@ -86,6 +95,7 @@ def test_calls_of_one_client_fold_into_one_entry() -> None:
                 "access_key": None,
                 "first_seen": "1970-01-01T00:01:40Z",
                 "last_seen": "1970-01-01T00:05:00Z",
+                "last_seen_by": None,
             }
         ],
     }
@@ -186,7 +196,7 @@ def test_html_only_for_a_client_that_prefers_it(accept: str | None, html: bool) 
 def test_the_html_page_escapes_what_clients_send() -> None:
     report = MigrationReport(10)
     report.record(call(1.0, client="x<b>", project="<img src=x onerror=alert(1)>"))
-    page = render_html(report)
+    page = render_html(report.snapshot())
     assert "<img" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "x&lt;b&gt;" in page
@@ -233,9 +243,13 @@ async def test_the_report_lists_each_client_with_what_it_did(
     document = json.loads(text)
     assert TIME.fullmatch(document.pop("generated_at"))
     clients = document.pop("clients")
-    assert document == {"scope": "this gateway process since it started", "max_clients": 1000, "evicted": 0}
+    assert document == {
+        "scope": "this gateway process since it started", "max_clients": 1000, "evicted": 0,
+        "expired": 0, "retention": "30d", "store": MEMORY_STORE, "replicas": [],
+    }  # fmt: skip
     for entry in clients:
         assert TIME.fullmatch(entry.pop("first_seen")) and TIME.fullmatch(entry.pop("last_seen"))
+        assert entry.pop("last_seen_by") == socket.gethostname()
     assert clients == [
         {
             "client": "python-glanceclient",
