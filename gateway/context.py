@@ -58,6 +58,7 @@ class RequestContext:
     dropped_headers: tuple[tuple[str, str], ...] = ()
     refused_headers: tuple[str, ...] = ()
     signed: Signed | None = None  # the request's AK/SK signature, if it has one
+    media_types: set[str] | frozenset[str] = frozenset()  # every media type Content-Type could be read as
     body: bytes | None = None  # a body already read whole (to verify its signature)
 
 

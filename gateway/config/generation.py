@@ -10,7 +10,7 @@ from gateway.config.schema import DeprecationSettings, Settings
 from gateway.edge.signing import Credentials, load_keys
 from gateway.patch.policy import Policy
 from gateway.patch.retirement import Schedule, Signals, parse_instant, parse_windows
-from gateway.vocabulary import Shape
+from gateway.vocabulary import Mode, Shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,7 @@ class Config:
     schedule: Schedule = Schedule()
     # signing.credentials_file, read once per generation (a reload re-reads it).
     credentials: Credentials = field(default_factory=Credentials)
+    mode: Mode = Mode.ENFORCE  # patch.mode
 
     @classmethod
     def from_settings(cls, settings: Settings, generation: int = 0) -> Config:
@@ -39,6 +40,7 @@ class Config:
             generation=generation,
             schedule=_schedule(settings.deprecation),
             credentials=read_credentials(settings.signing.credentials_file),
+            mode=Mode(settings.patch.mode),
         )
 
 

@@ -36,6 +36,8 @@ HTTP_VERSION_NOT_SUPPORTED = "IMSGW.0505"
 JSON_CONTENT_TYPE = "application/json"
 _JSON_UTF8 = "application/json; charset=utf-8"
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
+# A JSON string literal, non-ASCII kept as UTF-8 (json's own C encoder for str).
+_STRING = json.encoder.encode_basestring
 
 
 class GatewayError(Exception):
@@ -96,7 +98,14 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     details: Any = None,
 ) -> web.Response:
-    body = _ENCODER.encode(error_document(code, message, request_id=request_id, details=details)).encode()
+    # error_document(...) as JSON, made in parts: most errors have only strings to encode.
+    parts = ['{"error": {"code": ', _STRING(code), ', "message": ', _STRING(message)]
+    if details is not None:
+        parts += [', "details": ', _ENCODER.encode(details)]
+    if request_id:
+        parts += [', "request_id": ', _STRING(request_id)]
+    parts.append("}}")
+    body = "".join(parts).encode("utf-8", "backslashreplace")
     response = web.Response(status=status, body=body, headers={"Content-Type": _JSON_UTF8, **(headers or {})})
     if headers and response.headers.get("Connection", "").lower() == "close":
         # The header alone would not stop aiohttp from reading a next request.

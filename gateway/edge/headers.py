@@ -56,7 +56,7 @@ def append(headers: CIMultiDict[str], name: istr, value: str) -> None:
     headers[name] = f"{previous}, {value}" if previous else value
 
 
-REQUEST_ID_HEADERS = (X_REQUEST_ID, "X-Openstack-Request-Id")
+REQUEST_ID_HEADERS = (X_REQUEST_ID, istr("X-Openstack-Request-Id"))
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
@@ -69,11 +69,14 @@ def request_id_for(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str:
     return fresh_request_id()
 
 
+_UUID4_BITS: Final = ~((0xF << 76) | (0xC << 60))  # the version nibble, the variant's two bits
+_UUID4: Final = (0x4 << 76) | (0x8 << 60)
+
+
 def fresh_request_id() -> str:
     """req-<a version 4 UUID>: a correlation id, not a secret, so no system entropy per request."""
-    digits = f"{random.getrandbits(128):032x}"
-    variant = "89ab"[int(digits[16], 16) & 3]
-    return f"req-{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:]}"
+    digits = "%032x" % (random.getrandbits(128) & _UUID4_BITS | _UUID4)
+    return f"req-{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 # Header names some server or middleware in front of Glance reads to change the path,
@@ -103,11 +106,22 @@ def routing_header(name: str) -> str | None:
     return UNDERSCORE if "_" in name else None
 
 
+# Header name as sent -> routing_header(name): clients send the same few names every time.
+_ROUTING_LABELS: dict[str, str | None] = {}
+_ROUTING_LABELS_LIMIT: Final = 4096
+
+
 def routing_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> list[tuple[str, str]]:
     """(name, label) of every routing header present, in order."""
     found = []
+    labels = _ROUTING_LABELS
     for name in headers:
-        label = routing_header(name)
+        try:
+            label = labels[name]
+        except KeyError:
+            if len(labels) >= _ROUTING_LABELS_LIMIT:
+                labels.clear()
+            label = labels[name] = routing_header(name)
         if label is not None:
             found.append((name, label))
     return found

@@ -41,7 +41,6 @@ MAX_HEAD_BYTES: Final = 64 * 1024
 # An idle connection is not reused after this long: servers close idle ones (gunicorn after 2 s).
 KEEPALIVE_EXPIRY: Final = 15.0
 _NO_BODY: Final = frozenset({204, 304})
-_FORBIDDEN_IN_HEADERS: Final = (b"\r", b"\n", b"\x00")
 
 
 def _failure(kind: FailureKind, message: str) -> UpstreamError:
@@ -443,19 +442,19 @@ class Pool:
 
 
 def encode(method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes | None) -> bytes:
-    """A request's bytes: the request line, the headers as given, Content-Length for a body."""
-    lines = [f"{method} {target} HTTP/1.1".encode("utf-8", "surrogateescape")]
-    length_given = False
-    for name, value in headers:
-        raw = value.encode("utf-8", "surrogateescape")
-        if any(bad in raw for bad in _FORBIDDEN_IN_HEADERS):
-            raise ValueError(f"the header {name} has a line break or NUL in its value")
-        if name.lower() == "content-length":
-            length_given = True
-        lines.append(name.encode("ascii") + b": " + raw)
-    if body is not None and not length_given:
-        lines.append(b"Content-Length: %d" % len(body))
-    return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
+    """A request's bytes: the request line, the headers as given, Content-Length for a body.
+
+    ValueError for a line break or NUL anywhere but between lines: no header may add another.
+    """
+    lines = [f"{method} {target} HTTP/1.1\r\n", *[f"{name}: {value}\r\n" for name, value in headers]]
+    head = "".join(lines)
+    # Each line brings one CR LF of its own; any other CR, LF or NUL came in a name or a value.
+    if head.count("\n") != len(lines) or head.count("\r") != len(lines) or "\x00" in head:
+        bad = next(line for line in lines if line.count("\n") != 1 or line.count("\r") != 1 or "\x00" in line)
+        raise ValueError(f"the header {bad.partition(':')[0][:64]!r} has a line break or NUL")
+    if body is not None and "\r\ncontent-length:" not in head.lower():
+        head += f"Content-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode("utf-8", "surrogateescape") + (body or b"")
 
 
 __all__ = ["Answer", "Pool", "encode"]

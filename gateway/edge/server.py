@@ -71,14 +71,21 @@ def check_framing(request: web.BaseRequest) -> None:
         )
 
 
-# The HTTP version a request named when it was neither 1.0 nor 1.1 (the request itself
-# then says 1.1, so that the refusal's status line is one the client can read).
-UNSUPPORTED_VERSION = web.RequestKey("ims_gateway.unsupported_version", HttpVersion)
 _SUPPORTED_VERSIONS = frozenset({HttpVersion10, HttpVersion11})
 
 
+class UnsupportedVersionRequest(web.BaseRequest):
+    """A request that named an HTTP version other than 1.0 and 1.1 (``named_version``).
+
+    It reads as 1.1, so that the refusal's status line is one the client can read.
+    """
+
+    ATTRS = web.BaseRequest.ATTRS | frozenset(["named_version"])
+    named_version: HttpVersion
+
+
 def unsupported_version(request: web.BaseRequest) -> HttpVersion | None:
-    return request.get(UNSUPPORTED_VERSION)
+    return request.named_version if type(request) is UnsupportedVersionRequest else None
 
 
 def _head_timeout_response(timeout: float) -> bytes:
@@ -171,15 +178,15 @@ class GatewayServer(web.Server):
     def __init__(self, handler: Any, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.header_timeout = header_timeout
-        make_request = self.request_factory
+        loop = self._loop
 
-        def request_factory(message: Any, *args: Any) -> web.BaseRequest:
+        def request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
             # aiohttp answers in the request's version: "HTTP/2.0 505" would be unreadable.
             version = message.version
             if version in _SUPPORTED_VERSIONS:
-                return make_request(message, *args)
-            request = make_request(message._replace(version=HttpVersion11), *args)
-            request[UNSUPPORTED_VERSION] = version
+                return web.BaseRequest(message, payload, protocol, writer, task, loop)
+            request = UnsupportedVersionRequest(message._replace(version=HttpVersion11), payload, protocol, writer, task, loop)
+            request.named_version = version
             return request
 
         self.request_factory = request_factory

@@ -33,7 +33,7 @@ _NAMED_CLASSES: Final = {"name": AttributeClass.NAME, "__description": Attribute
 _IMS_SYSTEM: Final = frozenset(IMS_SYSTEM_ATTRIBUTES)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ then costs a third
 class Violation:
     index: int
     op: str

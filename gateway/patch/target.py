@@ -72,6 +72,16 @@ def is_form(content_types: Iterable[str]) -> bool:
     return not _FORMS.isdisjoint(media_types(content_types))
 
 
+def names_json_patch(media: set[str] | frozenset[str]) -> bool:
+    """``is_json_patch`` of the media types ``media_types`` read."""
+    return not _JSON_PATCH.isdisjoint(media)
+
+
+def names_form(media: set[str] | frozenset[str]) -> bool:
+    """``is_form`` of the media types ``media_types`` read."""
+    return not _FORMS.isdisjoint(media)
+
+
 def query_overrides_method(raw_path: str) -> bool:
     """Whether the query string carries ``_method``, in any spelling a reader could decode.
 
@@ -100,6 +110,8 @@ def has_control_characters(raw_path: str) -> bool:
     """A decoded control character in the path: no image id has one, and Routes' `$`
     matches before a final newline (``/v2/images/{id}%0A`` is the image {id})."""
     path = raw_path.split("?", 1)[0]
+    if "%" not in path and path.isascii() and path.isprintable():
+        return False  # nothing to decode, and no control character as sent
     return bool(_CONTROL.search(path) or _CONTROL.search(normalize(path)))
 
 
@@ -133,6 +145,8 @@ __all__ = [
     "is_form",
     "is_json_patch",
     "media_types",
+    "names_form",
+    "names_json_patch",
     "normalize",
     "query_overrides_method",
 ]

@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 from gateway.context import CONTEXT, RequestContext
 from gateway.edge import errors, upstream
 from gateway.edge.headers import X_REQUEST_ID, request_id_for
-from gateway.patch.target import classify, is_json_patch
+from gateway.patch.target import classify, media_types, names_json_patch
 from gateway.proxy import gate, images, signed
 from gateway.telemetry.logs import AccessLog
 from gateway.vocabulary import Route, Signature
@@ -24,6 +24,9 @@ from gateway.vocabulary import Route, Signature
 if TYPE_CHECKING:
     from gateway.service.state import Runtime
     from gateway.telemetry.metrics import Metrics
+
+
+_NO_MEDIA: frozenset[str] = frozenset()
 
 
 class Traffic:
@@ -44,10 +47,13 @@ class Traffic:
         """One request, start to finish: decided, answered, counted and logged."""
         config = self.runtime.config
         headers = request.headers
+        content_types = headers.getall(hdrs.CONTENT_TYPE, ())
+        media = media_types(content_types) if content_types else _NO_MEDIA
         context = RequestContext(
             request_id=request_id_for(headers),
-            route=classify(request.method, request.raw_path, json_patch=is_json_patch(headers.getall(hdrs.CONTENT_TYPE, ()))),
+            route=classify(request.method, request.raw_path, json_patch=names_json_patch(media)),
             config=config,
+            media_types=media,
         )
         request[CONTEXT] = context  # for the server's own error answers (a bug's 500)
         metrics = self.metrics if config.settings.metrics.enabled else None

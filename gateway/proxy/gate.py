@@ -9,7 +9,8 @@ the one the gateway decided on, and drops (or refuses) the routing headers.
 
 from __future__ import annotations
 
-from aiohttp import hdrs, web
+from aiohttp import web
+from multidict import istr
 
 from gateway.context import RequestContext
 from gateway.edge import errors, server
@@ -18,7 +19,7 @@ from gateway.patch import target
 from gateway.vocabulary import Outcome, Reason
 
 # Method overrides let a POST act as a PATCH on some stacks: never let one past unchecked.
-METHOD_OVERRIDE_HEADERS = ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override")
+METHOD_OVERRIDE_HEADERS = tuple(istr(name) for name in ("X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"))
 _CLOSE = {"Connection": "close"}
 
 
@@ -54,8 +55,7 @@ def admit(request: web.BaseRequest, context: RequestContext) -> None:
             context, Reason.METHOD_OVERRIDE, 400,
             "The query parameter _method is not accepted: it overrides the method upstream; send the real method instead.",
         )  # fmt: skip
-    content_types = headers.getall(hdrs.CONTENT_TYPE, ())
-    if target.is_form(content_types):
+    if target.names_form(context.media_types):
         raise _refuse(
             context, Reason.METHOD_OVERRIDE, 400,
             "Form bodies are not accepted: IMS's API takes JSON, and a form's _method field overrides the method upstream.",

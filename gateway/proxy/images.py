@@ -11,8 +11,8 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 from urllib.parse import quote
 
 import aiohttp
@@ -37,8 +37,7 @@ def _refuse(context: RequestContext, reason: Reason, error: errors.GatewayError)
     return error
 
 
-@dataclass(frozen=True, slots=True)
-class Body:
+class Body(NamedTuple):
     """What was read of a request body: ``data`` is None when the request has none
     (Glance: 'Body expected in request.'); ``complete`` is false past the limit, where
     ``data`` is only the part read so far and the rest is still in the request stream.
@@ -309,7 +308,7 @@ async def patch_image(
     request: web.BaseRequest, context: RequestContext, gateway_upstream: upstream.Upstream, now: datetime
 ) -> web.StreamResponse:
     """An image PATCH (or any json-patch body), decided at ``now``."""
-    context.mode = Mode(context.config.settings.patch.mode)
+    context.mode = context.config.mode
     decide: Callable[[web.BaseRequest, RequestContext, upstream.Upstream, datetime], Awaitable[web.StreamResponse]]
     decide = observe if context.mode is Mode.OBSERVE else enforce
     try:
