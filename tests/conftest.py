@@ -25,6 +25,16 @@ from testing.paths import REPO
 from testing.report_stores import REDIS_SERVER, RedisServer
 
 
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """asyncio's own loop; uvloop too (the loop the gateway serves on) for tests marked both_loops."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+    if item.get_closest_marker("both_loops") is not None:
+        import uvloop
+
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
 @dataclasses.dataclass
 class Seen:
     """One request as the stand-in upstream received it."""

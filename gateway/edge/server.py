@@ -119,7 +119,7 @@ class GatewayProtocol(RequestHandler):
             self._parser.feed_data(data)
             return
         super().data_received(data)
-        if self._head_timer is not None and self._request_count != self._head_count:
+        if self._head_timer is not None and (self._messages or self._request_count != self._head_count):
             self._head_timer.cancel()
             self._head_timer = None
         if data and self._head_timer is None and self._awaiting_head():
@@ -134,9 +134,10 @@ class GatewayProtocol(RequestHandler):
         super().connection_lost(exc)
 
     def _awaiting_head(self) -> bool:
-        """Between requests, with part of the next head received."""
-        waiter = self._waiter
-        return waiter is not None and not waiter.done()
+        """Between requests, with part of the next head received: no request is being handled
+        and no whole head is waiting (uvloop delivers a connection's first bytes before the
+        handler task has started, so its waiter is no sign)."""
+        return self._current_request is None and not self._messages
 
     def _head_timed_out(self) -> None:
         self._head_timer = None

@@ -140,6 +140,7 @@ async def serve(
     def on_signal(signum: int) -> None:
         if stop.is_set():
             log.warning("second %s: exiting at once", signal.Signals(signum).name)
+            logs.stop()  # os._exit runs no atexit hook: write what is queued first
             os._exit(1)
         # Readiness fails first; the listener keeps serving for drain_delay so that load
         # balancers stop sending before new connections are refused.

@@ -24,6 +24,9 @@ from gateway.edge.errors import UpstreamError
 from gateway.edge.headers import end_to_end
 from gateway.vocabulary import FailureKind
 
+# The gateway serves on uvloop, and its hardening reads aiohttp internals that differ there: both loops.
+pytestmark = pytest.mark.both_loops
+
 BODY = b'{"id": "img"}'
 
 

@@ -25,6 +25,9 @@ from tests.conftest import (
     raw_request,
 )
 
+# The gateway serves on uvloop, and its hardening reads aiohttp internals that differ there: both loops.
+pytestmark = pytest.mark.both_loops
+
 REQUEST_ID = re.compile(r"req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 
 
@@ -476,3 +479,41 @@ async def test_a_small_answer_is_relayed_whole_or_not_at_all(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_head_that_does_not_finish_in_time_gets_408_and_a_close(recorder: Recorder, make_gateway: GatewayFactory) -> None:
+    gateway = await make_gateway(recorder.url, server={"header_timeout": 0.3})
+    host, port = gateway.url.removeprefix("http://").split(":")
+
+    def slow_client() -> bytes:
+        # Connected and sending at once, from outside the loop: the bytes are there before the
+        # gateway accepts (uvloop then reads them before the connection's handler task runs).
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(b"GET /v2/images HTTP/1.1\r\nHost: x\r\n")  # part of a head, and nothing more
+            received = b""
+            while chunk := sock.recv(65536):  # until the gateway closes
+                received += chunk
+            return received
+
+    answer = await asyncio.to_thread(slow_client)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b'"IMSGW.0408"' in answer
+    assert recorder.seen == []
+
+
+async def test_a_head_in_pieces_within_the_timeout_and_an_idle_connection_are_served(
+    recorder: Recorder, make_gateway: GatewayFactory
+) -> None:
+    gateway = await make_gateway(recorder.url, server={"header_timeout": 0.5})
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        await asyncio.sleep(0.8)  # idle before any byte: keepalive_timeout's, not the head's
+        writer.write(b"GET /v2/images HTTP/1.1\r\n")
+        await asyncio.sleep(0.2)
+        writer.write(b"Host: x\r\nConnection: close\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert [seen.raw_path for seen in recorder.seen] == ["/v2/images"]

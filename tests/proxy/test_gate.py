@@ -24,6 +24,9 @@ from gateway.service.state import METRICS
 from ims_emulator.app import RecordedRequest, build_emulator_app
 from tests.conftest import Gateway, GatewayFactory, RawResponse, raw_request
 
+# The gateway serves on uvloop, and its hardening reads aiohttp internals that differ there: both loops.
+pytestmark = pytest.mark.both_loops
+
 FORBIDDEN_V21 = b'[{"op": "replace", "path": "/min_ram", "value": 4096}]'
 FORBIDDEN_V20 = b'[{"replace": "/min_ram", "value": 4096}]'
 # Read as v2.1 it renames the image; read as v2.0 it sets __os_type.
