@@ -236,6 +236,7 @@ def gateway(name: str, workdir: Path, upstream_server: Server, *, workers: int =
     ]
     if workers != 1:
         command += ["--workers", str(workers)]
-    environment = dict(env or {})
+    # --workers N share a SQLite migration report in the state directory: the run's own.
+    environment = {"XDG_STATE_HOME": str(workdir / "state"), **(env or {})}
     # N workers are given every CPU: that is what scaling means on this machine.
     return start(name, command, port, workdir, environment, cpus=PROXY_CPUS if workers == 1 else CPUS)

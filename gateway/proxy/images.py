@@ -195,6 +195,8 @@ def check_target(request: web.BaseRequest, context: RequestContext) -> str:
 
 
 def check_encoding(request: web.BaseRequest, context: RequestContext) -> None:
+    if hdrs.CONTENT_ENCODING not in request.headers:
+        return
     codings = (token.strip().lower() for value in request.headers.getall(hdrs.CONTENT_ENCODING, ()) for token in value.split(","))
     if any(coding not in _IDENTITY for coding in codings):
         # The gateway must see exactly what the upstream will apply; it does not inflate bodies.

@@ -1,9 +1,12 @@
 """Worker processes: ``ims-gateway serve --workers N``.
 
 The parent binds the gateway and admin listeners once and starts N workers, each a whole
-gateway (``ims-gateway serve`` with the same file, environment and flags) serving the
-inherited sockets; the kernel hands each new connection to one of them. Binding in the
-parent works with port 0 and needs no SO_REUSEPORT. The parent serves no traffic; it:
+gateway (``ims-gateway serve`` with the same file, environment and flags). Where the
+system has SO_REUSEPORT (Linux) the parent only reserves the gateway's address and each
+worker listens on a socket of its own there: the kernel spreads new connections evenly
+over the workers, where one shared socket lets whichever worker wakes first take most of
+them (with keep-alive, for as long as the connections last). The admin listener is one
+inherited socket. Binding in the parent works with port 0. The parent serves no traffic; it:
 
 - makes PROMETHEUS_MULTIPROC_DIR a fresh directory for the run (or empties the one it is
   given), where every worker leaves its numbers, so that /metrics, from whichever worker
@@ -52,16 +55,31 @@ EXIT_GRACE = 10.0
 PARENT_CHECK_SECONDS = 1.0
 
 
-def bind(address: Address, backlog: int = 1024) -> socket.socket:
-    """A listening socket the workers inherit."""
+BACKLOG = 1024
+REUSE_PORT = hasattr(socket, "SO_REUSEPORT")
+
+
+def bind(address: Address, backlog: int = BACKLOG, *, reserve: bool = False) -> socket.socket:
+    """A listening socket the workers inherit; with ``reserve`` (and SO_REUSEPORT), a socket
+    that only holds the address, for each worker to listen beside it (``own_listener``)."""
     family, kind, proto, _, sockaddr = socket.getaddrinfo(
         address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
+    if reserve and REUSE_PORT:
+        # SO_REUSEPORT would let this bind share a port another server listens on (an old
+        # gateway still running) and split its traffic: a plain bind first, which fails then.
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(sockaddr)
+            sockaddr = probe.getsockname()  # port 0: the one the system chose
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reserve and REUSE_PORT:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
-        sock.listen(backlog)
+        if not (reserve and REUSE_PORT):
+            sock.listen(backlog)
     except OSError:
         sock.close()
         raise
@@ -69,10 +87,27 @@ def bind(address: Address, backlog: int = 1024) -> socket.socket:
     return sock
 
 
+def own_listener(reserved: socket.socket, backlog: int = BACKLOG) -> socket.socket:
+    """This worker's listener at a reserved address (SO_REUSEPORT); a listening socket as is."""
+    if reserved.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        return reserved  # no SO_REUSEPORT here: every worker accepts on the one socket
+    own = socket.socket(reserved.family, reserved.type, reserved.proto)
+    try:
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        own.bind(reserved.getsockname())
+        own.listen(backlog)
+    except OSError:
+        own.close()
+        raise
+    reserved.close()
+    return own
+
+
 def inherited(spec: str) -> tuple[socket.socket, socket.socket]:
     """The gateway and admin listeners a worker was started with (``--inherit-sockets L,A``)."""
     listen_fd, admin_fd = (int(fd) for fd in spec.split(","))
-    return socket.socket(fileno=listen_fd), socket.socket(fileno=admin_fd)
+    return own_listener(socket.socket(fileno=listen_fd)), socket.socket(fileno=admin_fd)
 
 
 def metrics_directory(environ: dict[str, str]) -> tuple[Path, bool]:
@@ -140,7 +175,7 @@ class Supervisor:
             return 2
         if self.report_store:
             log.info("the workers share the migration report in %s", self.report_store[REPORT_STORE])
-        self.listeners = [bind(self.settings.server.listen), bind(self.settings.server.admin_listen)]
+        self.listeners = [bind(self.settings.server.listen, reserve=True), bind(self.settings.server.admin_listen)]
         self.directory, made = metrics_directory(dict(os.environ))
         fds = ",".join(str(sock.fileno()) for sock in self.listeners)
         self.argv = [*self.command, INHERIT_FLAG, fds]

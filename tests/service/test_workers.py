@@ -455,3 +455,61 @@ async def test_workers_without_a_store_share_one_report_that_counts_what_metrics
     assert await send(again.url, 4) == [200] * 4
     await every_worker_reports(again.admin_url, 22)
     assert await again.stop() == 0
+
+
+def listening_sockets(port: int) -> int:
+    """LISTEN sockets on 127.0.0.1:port, from /proc/net/tcp."""
+    wanted = f"0100007F:{port:04X}"
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for row in rows if row.split()[1] == wanted and row.split()[3] == "0A")
+
+
+@pytest.mark.skipif(not workers.REUSE_PORT, reason="SO_REUSEPORT is a Linux feature")
+async def test_each_worker_listens_on_its_own_socket_and_gets_its_share(recorder: Recorder, start_workers) -> None:  # type: ignore[no-untyped-def]
+    gateway = await start_workers(recorder.url, 2)
+    port = int(gateway.url.rsplit(":", 1)[1])
+    assert listening_sockets(port) == 2  # one per worker; the supervisor only holds the address
+    assert await send(gateway.url, 200) == [200] * 200  # a new connection each
+    async with asyncio.timeout(10):
+        while sum((by_worker := counted_by_worker(gateway.metrics_dir)).values()) < 200:
+            await asyncio.sleep(0.1)
+    # The kernel spreads connections by their addresses: each worker far from none or all.
+    assert all(50 <= n <= 150 for n in by_worker.values()), by_worker
+    assert await gateway.stop() == 0
+
+
+@pytest.mark.skipif(not workers.REUSE_PORT, reason="SO_REUSEPORT is a Linux feature")
+async def test_a_port_another_server_listens_on_is_refused_not_shared(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # even one that would share it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError):
+            workers.bind(make_settings(server={"listen": f"127.0.0.1:{port}"}).server.listen, reserve=True)
+        assert listening_sockets(port) == 1
+
+
+def test_own_listeners_beside_a_reserved_address_share_its_connections() -> None:
+    reserved = workers.bind(make_settings(server={"listen": "127.0.0.1:0"}).server.listen, reserve=True)
+    port = reserved.getsockname()[1]
+    duplicate = socket.socket(fileno=os.dup(reserved.fileno()))
+    listeners = [workers.own_listener(reserved), workers.own_listener(duplicate)]
+    try:
+        assert listening_sockets(port) == 2
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(40)]
+        accepted = [0, 0]
+        for index, listener in enumerate(listeners):
+            listener.setblocking(False)
+            while True:
+                try:
+                    listener.accept()[0].close()
+                except BlockingIOError:
+                    break
+                accepted[index] += 1
+        assert sum(accepted) == 40 and min(accepted) > 0, accepted
+        for client in clients:
+            client.close()
+    finally:
+        for listener in listeners:
+            listener.close()
