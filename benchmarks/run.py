@@ -4,9 +4,10 @@
     python -m benchmarks --quick         # a short run to check the suite itself
     python -m benchmarks --only streaming --size-mib 1024 --big   # issue 2's streaming check, 4 GiB too
 
-Paths are measured interleaved (every path for one workload, then the next workload) so
-that load from other processes on the machine spreads over all of them alike; compare a
-path with the aiohttp floor of the same run only.
+Paths are measured interleaved: for each workload the floor runs before the first path and
+after every path, and each path's ratio is to the mean of the floor runs just before and
+just after it, so that load from other processes on the machine (it is shared) weighs on
+both sides of the ratio alike. Compare a path with the floor of the same run only.
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks import loads, report, servers
-from benchmarks.report import FLOOR, GATEWAY, METRICS_OFF, Result
+from benchmarks.report import ACCESS_LOG_OFF, ASYNCIO, FLOOR, GATEWAY, QUIET, VARIANTS, Result
 
 GIB = 1024**3
 RSS_LIMIT_MIB = 64.0
-METRICS_OFF_ENV = {"IMS_GATEWAY_METRICS_ENABLED": "false"}
+VARIANT_ENV = {
+    ACCESS_LOG_OFF: {"IMS_GATEWAY_LOGGING_ACCESS_LOG": "false"},
+    QUIET: {"IMS_GATEWAY_LOGGING_ACCESS_LOG": "false", "IMS_GATEWAY_METRICS_ENABLED": "false"},
+    ASYNCIO: {"IMS_GATEWAY_SERVER_EVENT_LOOP": "asyncio"},
+}
 DIRECT = "direct to nginx upstream"
 NGINX = "nginx reverse proxy"
 DOWNLOAD_ID = "bench-download"
@@ -94,11 +99,11 @@ class Paths:
             self.notes.append(f"{name}: not measured: {str(exc).splitlines()[-1]}")
             print(f"!! {name} not started: {exc}", file=sys.stderr)
 
-    def measured(self, *, metrics_off: bool = False) -> list[tuple[str, str, servers.Server | None]]:
-        """(name, url, proxy server or None for the direct path)."""
+    def measured(self, *, variants: bool = True) -> list[tuple[str, str, servers.Server | None]]:
+        """(name, url, proxy server or None for the direct path); ``variants``: the levers-off paths too."""
         rows: list[tuple[str, str, servers.Server | None]] = [(DIRECT, self.upstream.url, None)]
         for name, server in self.proxies.items():
-            if name != METRICS_OFF or metrics_off:
+            if name not in VARIANTS or variants:
                 rows.append((name, server.url, server))
         return [row for row in rows if _chosen(row[0], self.only)]
 
@@ -121,12 +126,16 @@ def started(args: argparse.Namespace, workdir: Path, area: servers.Spool) -> Ite
             FLOOR: lambda: servers.floor(workdir, upstream),
             GATEWAY: lambda: servers.gateway("gateway-1", workdir, upstream),
             workers: lambda: servers.gateway(f"gateway-{args.workers}", workdir, upstream, workers=args.workers),
-            METRICS_OFF: lambda: servers.gateway("gateway-1-metrics-off", workdir, upstream, env=METRICS_OFF_ENV),
+            **{
+                name: (lambda name=name: servers.gateway(f"gateway-1-{slug(name)}", workdir, upstream, env=VARIANT_ENV[name]))
+                for name in VARIANTS
+            },
         }
         if args.workers <= 1:
             del wanted[workers]
         if args.only == "streaming":
-            del wanted[METRICS_OFF]
+            for name in VARIANTS:
+                del wanted[name]
         for name, starting in wanted.items():
             if _chosen(name, paths.only):
                 paths.add(name, starting)
@@ -136,6 +145,10 @@ def started(args: argparse.Namespace, workdir: Path, area: servers.Spool) -> Ite
         upstream.stop()
 
 
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.removeprefix("ims-gateway, 1 worker, ")).strip("-")
+
+
 def _chosen(name: str, only: str) -> bool:
     return not only or any(word.strip() in name for word in only.split(","))
 
@@ -143,20 +156,33 @@ def _chosen(name: str, only: str) -> bool:
 def measure_rates(args: argparse.Namespace, paths: Paths) -> list[Result]:
     samples: dict[tuple[str, str], list[Result]] = {}
     for call in (call for call in loads.CALLS if _chosen(call.name, args.workloads or "")):
-        rows = paths.measured(metrics_off=call.name.startswith("PATCH v2"))
+        rows = paths.measured()
         for name, url, _ in rows:
             loads.check_call(url, call, call.expected_status(name))
+        floor = next((row for row in rows if row[0] == FLOOR), None)
+        others = [row for row in rows if row[0] != FLOOR]
+
+        def measure(row: tuple[str, str, servers.Server | None], call: loads.Call = call) -> Result:
+            name, url, proxy = row
+            loads.wrk(url, call, connections=args.connections, seconds=1)  # warm-up: pools, caches
+            pids = proxy.pids() if proxy else []
+            servers.reset_peak_rss(pids)
+            cpu_before = servers.cpu_seconds(pids)
+            rate = loads.wrk(url, call, connections=args.connections, seconds=args.seconds)
+            cpu = (servers.cpu_seconds(pids) - cpu_before) / rate.requests * 1e6 if proxy else None
+            sample = Result(call.name, name, rate.per_second, rate.p50_ms, rate.p99_ms, cpu, servers.peak_rss_mib(pids) if proxy else None, rate.errors)
+            samples.setdefault((call.name, name), []).append(sample)
+            print(f"  {call.name:16} {name:48} {rate.per_second:9.0f} req/s  p99 {rate.p99_ms:6.2f} ms", flush=True)
+            return sample
+
         for _ in range(args.rounds):
-            for name, url, proxy in rows:
-                loads.wrk(url, call, connections=args.connections, seconds=1)  # warm-up: pools, caches
-                pids = proxy.pids() if proxy else []
-                servers.reset_peak_rss(pids)
-                cpu_before = servers.cpu_seconds(pids)
-                rate = loads.wrk(url, call, connections=args.connections, seconds=args.seconds)
-                cpu = (servers.cpu_seconds(pids) - cpu_before) / rate.requests * 1e6 if proxy else None
-                sample = Result(call.name, name, rate.per_second, rate.p50_ms, rate.p99_ms, cpu, servers.peak_rss_mib(pids) if proxy else None, rate.errors)
-                samples.setdefault((call.name, name), []).append(sample)
-                print(f"  {call.name:16} {name:40} {rate.per_second:9.0f} req/s  p99 {rate.p99_ms:6.2f} ms", flush=True)
+            before = measure(floor) if floor else None
+            for row in others:
+                sample = measure(row)
+                after = measure(floor) if floor else None
+                if before and after:
+                    sample.floor_rate = (before.rate + after.rate) / 2
+                before = after
     return [report.median_result(group) for group in samples.values()]
 
 
@@ -165,7 +191,7 @@ def measure_streaming(args: argparse.Namespace, paths: Paths, area: servers.Spoo
     download_path = area.download(DOWNLOAD_ID, size)
     upload_path = f"/v2/images/{UPLOAD_ID}/file"
     source = area.source(size)
-    rows = [row for row in paths.measured() if not only_gateway or row[0] in (GATEWAY, DIRECT)]
+    rows = [row for row in paths.measured(variants=False) if not only_gateway or row[0] in (GATEWAY, DIRECT)]
     results = []
     for direction in ("download", "upload"):
         for name, url, proxy in rows:
@@ -196,9 +222,18 @@ def _show(value: float | None) -> str:
 
 def render(args: argparse.Namespace, when: str, host: str, rates: list[Result], streams: list[Result], big: list[Result], notes: list[str]) -> str:
     lines = [f"# ims-gateway benchmark, {when}", "", f"Machine: {host}.", ""]
-    found = [target for target in report.targets(rates, streams, big, RSS_LIMIT_MIB) if target.met is not None]
+    workers = f"ims-gateway, {args.workers} workers"
+    found = [target for target in report.targets(rates, streams, big, RSS_LIMIT_MIB, workers) if target.met is not None]
+    levers = report.levers_table(rates)
+    if levers:
+        lines += [
+            "## Requests/s as shipped and with each lever off, × the aiohttp floor measured just before and after",
+            "",
+            *levers,
+            "",
+        ]
     if found:
-        lines += ["## Targets (issue 8), ratios to the aiohttp floor of this run", "", *report.targets_table(found), ""]
+        lines += ["## Targets (issue 14), measured in this run", "", *report.targets_table(found), ""]
     if rates:
         lines += [
             f"## Requests/s: wrk, {args.connections} connections, {args.seconds} s per path, median of {args.rounds}",
@@ -255,7 +290,10 @@ def main() -> int:
             if args.big:
                 big = measure_streaming(args, paths, area, 4 * GIB, only_gateway=True)
         notes = paths.notes
-    notes += [f"ims-gateway logs warnings only (no access log); git {_revision()}"]
+    notes += [
+        "ims-gateway as shipped: logging at info with the access log and the per-call lines "
+        f"(to its log file), metrics and the migration report on, uvloop; git {_revision()}"
+    ]
     text = render(args, when, host, rates, streams, big, notes)
     (workdir / "results.md").write_text(text)
     (workdir / "results.json").write_text(json.dumps([asdict(r) for r in [*rates, *streams, *big]], indent=2))

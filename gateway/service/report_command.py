@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from gateway import config
 from gateway.config.schema import Settings, SettingsError
@@ -28,8 +28,10 @@ from gateway.telemetry.calls import sample
 from gateway.telemetry.report import Snapshot, StoreStatus, most_calls_first
 from gateway.telemetry.stores import spec
 from gateway.telemetry.stores.base import Bounds, Stored
-from gateway.telemetry.stores.redis_store import RedisStore
 from gateway.telemetry.stores.sqlite_store import SqliteStore
+
+if TYPE_CHECKING:
+    from gateway.telemetry.stores.redis_store import RedisStore
 
 STORED_SCOPE: Final = "every gateway sharing this store, as each replica last flushed"
 # The columns of --csv: the JSON fields of an entry, in their order.
@@ -90,6 +92,8 @@ def read(settings: Settings, environ: Mapping[str, str]) -> dict[str, Any]:
         finally:
             sqlite.close_now()
     else:
+        from gateway.telemetry.stores.redis_store import RedisStore  # redis-py only when used
+
         stored = asyncio.run(_from_redis(RedisStore(store.url, report.store_timeout), bounds))
     status = StoreStatus(store.kind, store.shown)
     snapshot = Snapshot(

@@ -28,9 +28,7 @@ from gateway.telemetry.counts import Counts
 from gateway.telemetry.families import REPORT_DROPPED, REPORT_FLUSHES, REPORT_PENDING
 from gateway.telemetry.report import Entry, Key, MigrationReport, Snapshot, StoreStatus, most_calls_first
 from gateway.telemetry.stores.base import Batch, Bounds, Store
-from gateway.telemetry.stores.redis_store import RedisStore
 from gateway.telemetry.stores.spec import MEMORY, REDIS, SQLITE, StoreSpec, effective, parse_store
-from gateway.telemetry.stores.sqlite_store import SqliteStore
 from gateway.vocabulary import ReloadResult
 
 log = logging.getLogger("ims_gateway.report")
@@ -48,8 +46,12 @@ _FAILURE: Final = (ReloadResult.FAILURE.value,)
 def open_store(spec: StoreSpec, timeout: float) -> Store | None:
     """The store of a resolved ``spec`` (nothing is connected or opened yet); None for memory."""
     if spec.kind == REDIS:
+        from gateway.telemetry.stores.redis_store import RedisStore  # redis-py only when used: ~10 MiB, ~60 ms
+
         return RedisStore(spec.url, timeout)
     if spec.kind == SQLITE and spec.path is not None:
+        from gateway.telemetry.stores.sqlite_store import SqliteStore
+
         return SqliteStore(spec.path, timeout)
     return None
 
