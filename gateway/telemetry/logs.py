@@ -172,7 +172,8 @@ def configure(level: str, access_log: bool = True, stream: IO[str] | None = None
     logging.getLogger("ims_gateway.access").setLevel(logging.NOTSET if access_log else logging.WARNING)
     writer.start()
     _Installed.writer = writer
-    atexit.register(writer.stop)
+    atexit.unregister(stop)
+    atexit.register(stop)  # at exit: what is queued, then logging on the calling thread again
     return writer
 
 

@@ -3,7 +3,7 @@
 Every case in cases.py goes to Glance directly and through the gateway, each time to a
 fresh image made from BASE_IMAGE the same way. Where the gateway answers by itself it
 must answer as Glance does (status and message), unless the difference is deliberate
-and documented in README.md; where it refuses, the image behind it is unchanged; where
+and documented in docs/compatibility.md; where it refuses, the image behind it is unchanged; where
 the change reaches Glance, both images end up identical.
 """
 
@@ -35,7 +35,7 @@ CreateImage = Callable[[ImageApi], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Deliberate:
-    """A documented difference: ``row`` starts the first cell of its row in the README
+    """A documented difference: ``row`` starts the first cell of its row in the docs/compatibility.md
     table "Where the gateway deliberately differs from Glance"."""
 
     row: str
@@ -193,7 +193,7 @@ def deliberate_rows(readme: str) -> list[str]:
 
 @pytest.mark.parametrize("expected", ALL_DELIBERATE, ids=lambda d: d.row)
 def test_each_deliberate_difference_is_documented(expected: Deliberate) -> None:
-    rows = deliberate_rows((REPO / "README.md").read_text())
+    rows = deliberate_rows((REPO / "docs" / "compatibility.md").read_text())
     assert any(row.startswith(expected.row) for row in rows), rows
 
 
