@@ -11,8 +11,12 @@ GATEWAY = "ims-gateway, 1 worker"  # as shipped: info logging, access log, metri
 ACCESS_LOG_OFF = "ims-gateway, 1 worker, access log off"
 QUIET = "ims-gateway, 1 worker, access log and metrics off"
 ASYNCIO = "ims-gateway, 1 worker, asyncio's loop"
+SQLITE = "ims-gateway, 1 worker, report in SQLite"
+REDIS = "ims-gateway, 1 worker, report in Redis"
 # The rates workloads measure these too; the streaming ones only the gateway as shipped.
-VARIANTS = (ACCESS_LOG_OFF, QUIET, ASYNCIO)
+VARIANTS = (ACCESS_LOG_OFF, QUIET, ASYNCIO, SQLITE, REDIS)
+# The report stores are measured on the image PATCHes only: the only requests that feed them.
+STORES = (SQLITE, REDIS)
 
 
 @dataclasses.dataclass
@@ -154,6 +158,19 @@ def targets(
                 )
             )
     return found
+
+
+def stores_table(results: Sequence[Result]) -> list[str]:
+    """Issue 17's check: the image PATCH path with each report store, beside memory (as shipped)."""
+    lines = ["| workload | report in memory (shipped) | in SQLite | in Redis |", "|---|--:|--:|--:|"]
+    for workload in ("PATCH v2.0", "PATCH v2.1"):
+        cells = []
+        for path in (GATEWAY, SQLITE, REDIS):
+            result = find(results, workload, path)
+            cells.append(_number(ratio(results, result) if result else None, 2))
+        if cells[1] != "—" or cells[2] != "—":
+            lines.append(f"| {workload} | {' | '.join(cells)} |")
+    return lines if len(lines) > 2 else []
 
 
 def levers_table(results: Sequence[Result]) -> list[str]:

@@ -26,7 +26,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks import loads, report, servers
-from benchmarks.report import ACCESS_LOG_OFF, ASYNCIO, FLOOR, GATEWAY, QUIET, VARIANTS, Result
+from benchmarks.report import ACCESS_LOG_OFF, ASYNCIO, FLOOR, GATEWAY, QUIET, REDIS, SQLITE, STORES, VARIANTS, Result
+from testing.report_stores import RedisServer, store_environment
 
 GIB = 1024**3
 RSS_LIMIT_MIB = 64.0
@@ -99,11 +100,12 @@ class Paths:
             self.notes.append(f"{name}: not measured: {str(exc).splitlines()[-1]}")
             print(f"!! {name} not started: {exc}", file=sys.stderr)
 
-    def measured(self, *, variants: bool = True) -> list[tuple[str, str, servers.Server | None]]:
-        """(name, url, proxy server or None for the direct path); ``variants``: the levers-off paths too."""
+    def measured(self, *, variants: bool = True, stores: bool = False) -> list[tuple[str, str, servers.Server | None]]:
+        """(name, url, proxy server or None for the direct path); ``variants``: the levers-off
+        paths too; ``stores``: the report-store paths too."""
         rows: list[tuple[str, str, servers.Server | None]] = [(DIRECT, self.upstream.url, None)]
         for name, server in self.proxies.items():
-            if name not in VARIANTS or variants:
+            if (name not in VARIANTS or variants) and (name not in STORES or stores):
                 rows.append((name, server.url, server))
         return [row for row in rows if _chosen(row[0], self.only)]
 
@@ -119,7 +121,16 @@ def started(args: argparse.Namespace, workdir: Path, area: servers.Spool) -> Ite
     upstream = servers.upstream(workdir, area)
     paths = Paths(workdir, upstream)
     paths.only = args.paths or ""
+    redis: RedisServer | None = None
     try:
+        if args.only != "streaming" and _chosen(REDIS, paths.only):
+            try:
+                redis = RedisServer(workdir / "redis").start()
+            except (OSError, RuntimeError) as exc:
+                paths.notes.append(f"{REDIS}: not measured: redis-server did not start ({str(exc).splitlines()[0]})")
+        VARIANT_ENV[SQLITE] = store_environment("sqlite", workdir)
+        if redis is not None:
+            VARIANT_ENV[REDIS] = store_environment("redis", workdir, redis.url)
         workers = f"ims-gateway, {args.workers} workers"
         wanted = {
             NGINX: lambda: servers.nginx_proxy(workdir, upstream),
@@ -136,6 +147,8 @@ def started(args: argparse.Namespace, workdir: Path, area: servers.Spool) -> Ite
         if args.only == "streaming":
             for name in VARIANTS:
                 del wanted[name]
+        if redis is None:
+            wanted.pop(REDIS, None)
         for name, starting in wanted.items():
             if _chosen(name, paths.only):
                 paths.add(name, starting)
@@ -143,6 +156,8 @@ def started(args: argparse.Namespace, workdir: Path, area: servers.Spool) -> Ite
     finally:
         paths.stop()
         upstream.stop()
+        if redis is not None:
+            redis.stop()
 
 
 def slug(name: str) -> str:
@@ -156,7 +171,7 @@ def _chosen(name: str, only: str) -> bool:
 def measure_rates(args: argparse.Namespace, paths: Paths) -> list[Result]:
     samples: dict[tuple[str, str], list[Result]] = {}
     for call in (call for call in loads.CALLS if _chosen(call.name, args.workloads or "")):
-        rows = paths.measured()
+        rows = paths.measured(stores=call.name in ("PATCH v2.0", "PATCH v2.1"))
         for name, url, _ in rows:
             loads.check_call(url, call, call.expected_status(name))
         floor = next((row for row in rows if row[0] == FLOOR), None)
@@ -234,6 +249,9 @@ def render(args: argparse.Namespace, when: str, host: str, rates: list[Result], 
         ]
     if found:
         lines += ["## Targets (issue 14), measured in this run", "", *report.targets_table(found), ""]
+    stores = report.stores_table(rates)
+    if stores:
+        lines += ["## The migration report's stores on the image PATCH path (issue 17), × the floor", "", *stores, ""]
     if rates:
         lines += [
             f"## Requests/s: wrk, {args.connections} connections, {args.seconds} s per path, median of {args.rounds}",
