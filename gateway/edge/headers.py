@@ -40,18 +40,40 @@ _HOP_BY_HOP_NAMES = frozenset(name.lower() for name in HOP_BY_HOP)
 
 def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """The headers that belong to the message, not the connection (names in any letter case)."""
-    dropped = _HOP_BY_HOP_NAMES
-    for value in headers.getall(hdrs.CONNECTION, ()):
-        dropped = dropped | {token.strip().lower() for token in value.split(",")}
     kept = CIMultiDict(headers)
+    connection = headers.getall(hdrs.CONNECTION, ())
+    if not connection:
+        # The usual message: only the fixed hop-by-hop names, decided once per name as sent.
+        hop = _HOP_BY_HOP_OF
+        for name in headers:
+            dropped = hop.get(name)
+            if dropped is None:
+                if len(hop) >= _HOP_BY_HOP_OF_LIMIT:
+                    hop.clear()
+                dropped = hop[name] = _is_hop_by_hop(name.lower(), _HOP_BY_HOP_NAMES)
+            if dropped:
+                kept.popall(name, None)
+        return kept
+    named = _HOP_BY_HOP_NAMES | {token.strip().lower() for value in connection for token in value.split(",")}
     for name in headers:
-        lowered = name.lower()
-        if lowered in dropped or lowered.startswith("proxy-"):
+        if _is_hop_by_hop(name.lower(), named):
             kept.popall(name, None)
     return kept
 
 
+def _is_hop_by_hop(lowered: str, names: frozenset[str]) -> bool:
+    return lowered in names or lowered.startswith("proxy-")
+
+
+# Header name as sent -> whether it is hop-by-hop when Connection names nothing.
+_HOP_BY_HOP_OF: dict[str, bool] = {}
+_HOP_BY_HOP_OF_LIMIT: Final = 4096
+
+
 def append(headers: CIMultiDict[str], name: istr, value: str) -> None:
+    if name not in headers:
+        headers[name] = value
+        return
     previous = ", ".join(headers.popall(name, ()))
     headers[name] = f"{previous}, {value}" if previous else value
 
