@@ -20,7 +20,7 @@ from gateway.config.generation import read_credentials
 from gateway.config.schema import Address, Settings, SettingsError
 from gateway.edge.server import GatewayRunner
 from gateway.edge.signing import Credentials, load_keys
-from gateway.service import reload, report_command, workers
+from gateway.service import allocator, reload, report_command, workers
 from gateway.service.app import build_admin_app, build_app, runner_options
 from gateway.service.state import Lifecycle
 from gateway.telemetry import logs
@@ -231,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.server.workers > 1 and inherited is None:
         return workers.supervise(settings, worker_command(args), settings.server.workers)
     sockets = workers.inherited(inherited) if inherited else None
+    log.debug("allocator: %s", allocator.hold_steady())
     # A reload re-reads the same file, environment and flags.
     with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
         return runner.run(serve(settings, load=lambda: load_settings(args), sockets=sockets))
