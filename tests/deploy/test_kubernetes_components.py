@@ -6,17 +6,21 @@ registry, tag and namespace."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
 import yaml
 
+from gateway.config.generation import read_credentials
 from tests.deploy.support import DEPLOY
 from tests.deploy.test_kubernetes import (
     PROMETHEUS_JOB,
     Doc,
     by_kind,
+    container,
     container_port,
+    mounted_files,
     one,
     pod_labels,
     render,
@@ -26,6 +30,8 @@ from tests.deploy.test_kubernetes import (
 
 BASE = DEPLOY / "kubernetes"
 COMPONENTS = BASE / "components"
+CREDENTIALS = "# the keys signed clients use\nAKEXAMPLE1:SKexample1\nAKEXAMPLE2:SKexample2\n"
+SIGNING_SECRET = "ims-gateway-signing"
 
 
 def overlay(directory: Path, **kustomization: object) -> list[Doc]:
@@ -44,6 +50,22 @@ def component(directory: Path, name: str) -> str:
 def monitored(tmp_path_factory: pytest.TempPathFactory) -> list[Doc]:
     directory = tmp_path_factory.mktemp("monitored")
     return overlay(directory, components=[component(directory, "servicemonitor")])
+
+
+@pytest.fixture(scope="module")
+def signing_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("signing")
+
+
+@pytest.fixture(scope="module")
+def signed(signing_dir: Path) -> list[Doc]:
+    """The base with components/signing and the Secret made as its comment says."""
+    (signing_dir / "signing-credentials.txt").write_text(CREDENTIALS)
+    return overlay(
+        signing_dir,
+        components=[component(signing_dir, "signing")],
+        secretGenerator=[{"name": SIGNING_SECRET, "files": ["credentials=signing-credentials.txt"]}],
+    )
 
 
 @pytest.mark.parametrize("name", sorted(path.name for path in COMPONENTS.iterdir()))
@@ -80,3 +102,49 @@ def test_service_monitor_scrapes_metrics_on_the_admin_port(monitored: list[Doc],
     assert container_port(monitored, target) == settings_of(monitored, tmp_path).server.admin_listen.port
     # The job the rules and the dashboard select.
     assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == PROMETHEUS_JOB
+
+
+# -- signing Secret ------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_the_pod_verifies_and_resigns_with_the_keys_of_the_secret(signed: list[Doc], tmp_path: Path) -> None:
+    settings = settings_of(signed, tmp_path)
+    assert settings.signing.credentials_file.endswith("/etc/ims-gateway-signing/credentials")
+    assert Path(settings.signing.credentials_file).read_text() == CREDENTIALS
+    keys = read_credentials(settings.signing.credentials_file)
+    assert dict(keys) == {"AKEXAMPLE1": "SKexample1", "AKEXAMPLE2": "SKexample2"}
+
+
+@pytest.mark.e2e
+def test_the_credentials_come_from_the_secret_never_a_config_map(signed: list[Doc]) -> None:
+    [variable] = [item for item in container(signed)["env"] if item["name"] == "IMS_GATEWAY_SIGNING_CREDENTIALS_FILE"]
+    secret_file = mounted_files(signed)[variable["value"]]
+    assert secret_file == CREDENTIALS
+    assert all("AKEXAMPLE1" not in str(doc) for doc in by_kind(signed, "ConfigMap"))
+    [secret] = by_kind(signed, "Secret")
+    assert secret["metadata"]["name"].startswith(SIGNING_SECRET + "-") and secret["type"] == "Opaque"
+
+
+@pytest.mark.e2e
+def test_the_credentials_are_readable_by_the_gateway_alone_and_follow_a_rotation(signed: list[Doc]) -> None:
+    pod = one(signed, "Deployment", "ims-gateway")["spec"]["template"]["spec"]
+    [volume] = [volume for volume in pod["volumes"] if "secret" in volume]
+    [mount] = [mount for mount in container(signed)["volumeMounts"] if mount["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    # kubelet updates a Secret volume in place, except under a subPath; the gateway re-reads
+    # the file on reload.
+    assert "subPath" not in mount
+    mode = volume["secret"]["defaultMode"]
+    security = pod["securityContext"]
+    # The files are root-owned with group fsGroup: the non-root gateway reads them through
+    # its group, and nobody else can.
+    assert security["fsGroup"] == security["runAsGroup"] and security["runAsUser"] != 0
+    assert mode & stat.S_IRGRP and not mode & (stat.S_IRWXO | stat.S_IWGRP | stat.S_IXGRP)
+
+
+@pytest.mark.e2e
+def test_without_the_signing_component_signed_requests_pass_unverified(tmp_path: Path) -> None:
+    base = render(BASE)
+    assert settings_of(base, tmp_path).signing.credentials_file == ""
+    assert not by_kind(base, "Secret")
