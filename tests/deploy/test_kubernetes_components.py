@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gateway import __version__
 from gateway.config.generation import read_credentials
 from tests.deploy.support import DEPLOY
 from tests.deploy.test_kubernetes import (
@@ -30,6 +31,7 @@ from tests.deploy.test_kubernetes import (
 
 BASE = DEPLOY / "kubernetes"
 COMPONENTS = BASE / "components"
+PRODUCTION = DEPLOY / "examples" / "production"
 CREDENTIALS = "# the keys signed clients use\nAKEXAMPLE1:SKexample1\nAKEXAMPLE2:SKexample2\n"
 SIGNING_SECRET = "ims-gateway-signing"
 
@@ -66,6 +68,11 @@ def signed(signing_dir: Path) -> list[Doc]:
         components=[component(signing_dir, "signing")],
         secretGenerator=[{"name": SIGNING_SECRET, "files": ["credentials=signing-credentials.txt"]}],
     )
+
+
+@pytest.fixture(scope="module")
+def production() -> list[Doc]:
+    return render(PRODUCTION)
 
 
 @pytest.mark.parametrize("name", sorted(path.name for path in COMPONENTS.iterdir()))
@@ -148,3 +155,33 @@ def test_without_the_signing_component_signed_requests_pass_unverified(tmp_path:
     base = render(BASE)
     assert settings_of(base, tmp_path).signing.credentials_file == ""
     assert not by_kind(base, "Secret")
+
+
+# -- deploy/examples/production --------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_production_runs_the_image_from_the_registry_at_this_version(production: list[Doc]) -> None:
+    kustomization = yaml.safe_load((PRODUCTION / "kustomization.yaml").read_text())
+    [image] = kustomization["images"]
+    assert container(production)["image"] == f"{image['newName']}:{__version__}"
+    assert image["newName"].startswith("registry.example.com/")
+
+
+@pytest.mark.e2e
+def test_production_puts_everything_in_its_namespace_with_the_service_monitor(production: list[Doc]) -> None:
+    [namespace] = by_kind(production, "Namespace")
+    name = namespace["metadata"]["name"]
+    for doc in production:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == name, (doc["kind"], doc["metadata"]["name"])
+    assert one(production, "ServiceMonitor")["metadata"]["namespace"] == name
+
+
+@pytest.mark.e2e
+def test_production_forwards_to_its_regions_ims(production: list[Doc], tmp_path: Path) -> None:
+    settings = settings_of(production, tmp_path)
+    base_url = settings_of(render(BASE), tmp_path / "base").upstream.url
+    assert settings.upstream.url.startswith("https://ims.") and settings.upstream.url != base_url
+    assert by_kind(production, "ConfigMap"), "the env ConfigMap is merged, not replaced"
+    assert settings.server.listen.host == "0.0.0.0"
