@@ -6,6 +6,7 @@ registry, tag and namespace."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -185,3 +186,12 @@ def test_production_forwards_to_its_regions_ims(production: list[Doc], tmp_path:
     assert settings.upstream.url.startswith("https://ims.") and settings.upstream.url != base_url
     assert by_kind(production, "ConfigMap"), "the env ConfigMap is merged, not replaced"
     assert settings.server.listen.host == "0.0.0.0"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kustomization", ["kubernetes", "examples/production", "examples/report-in-redis"])
+def test_deploy_copied_on_its_own_renders_the_same(kustomization: str, tmp_path: Path) -> None:
+    """An operator copies deploy/ into their own repository: nothing in it may need the rest of this one."""
+    copy = tmp_path / "their-repository" / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    assert render(copy / kustomization) == render(DEPLOY / kustomization)
