@@ -39,8 +39,10 @@ SIGNING_SECRET = "ims-gateway-signing"
 
 def overlay(directory: Path, **kustomization: object) -> list[Doc]:
     """Render an overlay written in ``directory`` on the base (kustomize wants relative paths)."""
-    document = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", **kustomization}
-    document["resources"] = [os.path.relpath(BASE, directory), *document.get("resources", [])]  # type: ignore[misc]
+    document = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(BASE, directory)], **kustomization,
+    }  # fmt: skip
     (directory / "kustomization.yaml").write_text(yaml.safe_dump(document))
     return render(directory)
 
