@@ -68,7 +68,10 @@ def keep_restart_only(started: Settings, loaded: Settings) -> Settings:
 def reload(gateway: web.Application) -> Reloaded:
     """Re-read the configuration and swap it in whole, or keep the running one and say why."""
     reloaded = _reload(gateway)
-    gateway[METRICS].config_reloaded(reloaded.result == "applied")
+    metrics = gateway[METRICS]
+    metrics.config_reloaded(reloaded.result == "applied")
+    if reloaded.result == "applied":
+        metrics.configured(gateway[RUNTIME].config.settings)
     return reloaded
 
 

@@ -165,6 +165,12 @@ CONFIG_LAST_RELOAD_SUCCESSFUL = Family(
     "1 when the last configuration reload succeeded (or none was tried), else 0 (any worker).",
     combine=Combine.MIN,
 )  # fmt: skip
+SUNSET = Family(
+    "sunset_timestamp_seconds", Kind.GAUGE,
+    "The running configuration's sunset of a body shape as Unix time: deprecation.v20_sunset_at (v2.0) and "
+    "v21_sunset_at (v2.1); no series for a shape without one (the earliest of any worker).",
+    ("shape",), Combine.MIN,
+)  # fmt: skip
 REPORT_FLUSHES = Family(
     "report_flushes_total", Kind.COUNTER,
     "Batches of migration report updates handed to the report store (report.store), by result: success, or failure "
@@ -200,6 +206,7 @@ FAMILIES: Final = (
     DEPRECATED_SIGNED_CALLS,
     CONFIG_RELOADS,
     CONFIG_LAST_RELOAD_SUCCESSFUL,
+    SUNSET,
     REPORT_FLUSHES,
     REPORT_DROPPED,
     REPORT_PENDING,

@@ -27,6 +27,7 @@ from gateway import __version__
 from gateway.config.schema import MetricsSettings, ReportSettings, Settings
 from gateway.edge.headers import X_FORWARDED_FOR
 from gateway.patch.parser import PatchError, shape_of
+from gateway.patch.retirement import parse_instant
 from gateway.telemetry import calls, clients, fleet
 from gateway.telemetry.counts import Collector, Counts, WorkerShare
 from gateway.telemetry.families import (
@@ -49,6 +50,7 @@ from gateway.telemetry.families import (
     RESPONSE_BYTES,
     ROUTING_HEADERS_SEEN,
     SIGNED_REQUESTS,
+    SUNSET,
     UPSTREAM_DURATION,
     UPSTREAM_ERRORS,
 )
@@ -123,6 +125,7 @@ class Metrics:
         values = self.counts.values
         values[BUILD_INFO][(__version__, platform.python_version())] = 1
         values[CONFIG_LAST_RELOAD_SUCCESSFUL][()] = 1
+        self.configured(settings)
         # The series a request touches, looked up once here rather than on every request.
         self._requests = values[REQUESTS]
         self._in_flight = values[IN_FLIGHT]
@@ -290,6 +293,15 @@ class Metrics:
         result = ReloadResult.SUCCESS if ok else ReloadResult.FAILURE
         self.counts.values[CONFIG_RELOADS][(result.value,)] += 1
         self.counts.values[CONFIG_LAST_RELOAD_SUCCESSFUL][()] = 1 if ok else 0
+
+    def configured(self, settings: Settings) -> None:
+        """Export what the running configuration schedules, the sunsets: at start, and after every applied reload."""
+        sunsets = self.counts.values[SUNSET]
+        sunsets.clear()
+        for shape in (Shape.V20, Shape.V21):
+            moment = settings.deprecation.announcement(shape).sunset_at
+            if moment:
+                sunsets[(shape.value,)] = parse_instant(moment).timestamp()
 
     def publish(self) -> None:
         """Leave this worker's numbers where the other workers read them (no-op for one process)."""

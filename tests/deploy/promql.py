@@ -10,9 +10,27 @@ from typing import Any
 
 import yaml
 
+from gateway.telemetry.families import FAMILIES, Kind
+
 # Grafana's range variables, as concrete ranges for a Prometheus that scrapes every second.
 GRAFANA_VARIABLES = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 _VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
+_SELECTOR = re.compile(r"(?<![\w:])((?:[a-z_]+:)?ims_gateway[\w:]*|up(?![\w:]))(?:\{([^}]*)\})?")
+
+
+# Every series name /metrics can show, from the gateway's own table of families.
+EXPORTED = frozenset(
+    name
+    for family in FAMILIES
+    for name in (
+        [f"{family.full_name}_{suffix}" for suffix in ("bucket", "sum", "count")] if family.kind is Kind.HISTOGRAM else [family.full_name]
+    )
+)
+
+
+def metric_names(expr: str) -> set[str]:
+    """The gateway's series names ``expr`` reads, recorded ones (job:ims_gateway_...:rate5m) included, and ``up``."""
+    return {token for token in re.findall(r"[A-Za-z_:][\w:]*", expr) if "ims_gateway" in token or token == "up"}
 
 
 @dataclass(frozen=True)
@@ -21,16 +39,23 @@ class Expression:
     expr: str
 
 
-def concrete(expr: str) -> str:
-    """``expr`` with Grafana's variables replaced; ValueError names one it does not know."""
+def concrete(expr: str, **variables: str) -> str:
+    """``expr`` with Grafana's range variables and the dashboard ``variables`` given (job, namespace)
+    replaced; ValueError names any other."""
+    known = {**GRAFANA_VARIABLES, **variables}
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
-        if name not in GRAFANA_VARIABLES:
+        if name not in known:
             raise ValueError(f"unknown dashboard variable ${name} in {expr!r}")
-        return GRAFANA_VARIABLES[name]
+        return known[name]
 
     return _VARIABLE.sub(value, expr)
+
+
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(series name, its label matchers between the braces, or "") for every series ``expr`` reads."""
+    return [(match.group(1), match.group(2) or "") for match in _SELECTOR.finditer(expr)]
 
 
 def dashboard_expressions(node: Any, title: str = "") -> Iterator[Expression]:

@@ -1,13 +1,14 @@
 """deploy/kubernetes: every manifest parses, and the kustomize build (real kubectl) is wired
-to the app: the ports, probes, config file and drain the gateway really has."""
+to the app: the ports, probes, config file and drain the gateway really has. The base's
+configuration file is its own copy of config/gateway.toml, kept equal to it."""
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.deploy.support import DEPLOY, REPO, SHIPPED_CONFIG
 
 KUSTOMIZE_DIR = DEPLOY / "kubernetes"
 MANIFESTS = sorted(KUSTOMIZE_DIR.glob("*.yaml"))
+KIT_CONFIG = KUSTOMIZE_DIR / "gateway.toml"
 PROMETHEUS_JOB = "ims-gateway"
 Doc = dict[str, Any]
 
@@ -30,14 +32,16 @@ def kubectl() -> str:
     return found
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[Doc]:
-    """What `kubectl apply -k deploy/kubernetes` would send, rendered offline."""
-    result = subprocess.run(
-        [kubectl(), "kustomize", str(KUSTOMIZE_DIR)], capture_output=True, text=True, timeout=60, cwd=REPO
-    )
+def render(directory: Path) -> list[Doc]:
+    """What `kubectl apply -k DIRECTORY` would send, rendered offline."""
+    result = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[Doc]:
+    return render(KUSTOMIZE_DIR)
 
 
 def one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
@@ -73,31 +77,76 @@ def config_map(docs: list[Doc], prefix: str) -> Doc:
     return found
 
 
+def settings_of(docs: list[Doc], directory: Path) -> config.Settings:
+    """The settings the gateway in the pod starts with: its mounted files, its env and its args.
+
+    The files a ConfigMap or Secret volume mounts are written under ``directory`` and every
+    path the env or args name is read from there.
+    """
+    gateway = container(docs)
+    root = directory / "pod"
+    for path, content in mounted_files(docs).items():
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(content)
+
+    def inside(value: str) -> str:
+        return str(root / value.lstrip("/")) if value.startswith("/") and (root / value.lstrip("/")).is_file() else value
+
+    args = parser().parse_args([inside(arg) for arg in gateway["args"]])
+    env = {item["name"]: inside(item["value"]) for item in gateway.get("env", []) if "value" in item}
+    for source in gateway.get("envFrom", []):
+        env.update(one(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+    return config.load(Path(args.config), environ=env, overrides=flag_overrides(args))
+
+
 @pytest.fixture(scope="module")
 def pod_settings(rendered: list[Doc], tmp_path_factory: pytest.TempPathFactory) -> config.Settings:
-    """The settings the gateway in the pod starts with: its mounted file, its env and its args."""
-    gateway = container(rendered)
-    args = parser().parse_args(gateway["args"])
-    mounted = mounted_files(rendered)
-    config_file = tmp_path_factory.mktemp("pod") / "gateway.toml"
-    config_file.write_text(mounted[args.config])
-    env = {item["name"]: item["value"] for item in gateway.get("env", [])}
-    for source in gateway.get("envFrom", []):
-        env.update(one(rendered, "ConfigMap", source["configMapRef"]["name"])["data"])
-    return config.load(config_file, environ=env, overrides=flag_overrides(args))
+    return settings_of(rendered, tmp_path_factory.mktemp("base"))
 
 
 def mounted_files(docs: list[Doc]) -> dict[str, str]:
-    """Path in the container -> content, for every ConfigMap volume the gateway mounts."""
-    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    """Path in the container -> content, for every ConfigMap and Secret volume the gateway mounts."""
+    pod = one(docs, "Deployment", "ims-gateway")["spec"]["template"]["spec"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     files = {}
     for mount in container(docs)["volumeMounts"]:
-        source = volumes[mount["name"]].get("configMap")
-        if source:
-            for key, content in one(docs, "ConfigMap", source["name"])["data"].items():
-                files[f"{mount['mountPath'].rstrip('/')}/{key}"] = content
+        volume = volumes[mount["name"]]
+        if "configMap" in volume:
+            data = one(docs, "ConfigMap", volume["configMap"]["name"])["data"]
+        elif "secret" in volume:
+            encoded = one(docs, "Secret", volume["secret"]["secretName"])["data"]
+            data = {key: base64.b64decode(value).decode() for key, value in encoded.items()}
+        else:
+            continue
+        for key, content in data.items():
+            files[f"{mount['mountPath'].rstrip('/')}/{key}"] = content
     return files
+
+
+def test_the_kits_config_file_is_the_shipped_one() -> None:
+    assert KIT_CONFIG.read_text() == SHIPPED_CONFIG.read_text(), (
+        "deploy/kubernetes/gateway.toml differs from config/gateway.toml: cp config/gateway.toml deploy/kubernetes/"
+    )
+
+
+def kustomization_paths() -> list[tuple[Path, str]]:
+    """(kustomization file, path it names) for every resource, component and generator file under deploy/."""
+    named = []
+    for path in sorted(DEPLOY.rglob("kustomization.yaml")):
+        document = yaml.safe_load(path.read_text())
+        named += [(path, entry) for key in ("resources", "components") for entry in document.get(key, [])]
+        for generator in (*document.get("configMapGenerator", []), *document.get("secretGenerator", [])):
+            named += [(path, entry.partition("=")[2] or entry) for entry in (*generator.get("files", []), *generator.get("envs", []))]
+    return named
+
+
+def test_no_kustomization_reaches_outside_deploy() -> None:
+    named = kustomization_paths()
+    assert any(entry.endswith("gateway.toml") for _, entry in named)
+    for path, entry in named:
+        target = (path.parent / entry).resolve()
+        assert target.is_relative_to(DEPLOY.resolve()), f"{path.relative_to(REPO)} names {entry}, outside deploy/"
+        assert target.exists(), f"{path.relative_to(REPO)} names {entry}, which does not exist"
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=[path.name for path in MANIFESTS])
@@ -117,18 +166,19 @@ def test_kustomization_lists_every_manifest_in_its_directory() -> None:
 
 
 @pytest.mark.e2e
-def test_the_build_has_each_kind_the_operator_needs(rendered: list[Doc]) -> None:
+def test_the_build_has_each_kind_the_operator_needs_and_only_kubernetes_own(rendered: list[Doc]) -> None:
     kinds = sorted(doc["kind"] for doc in rendered)
+    # No ServiceMonitor: a cluster without the Prometheus Operator would refuse the whole apply
+    # (components/servicemonitor adds it).
     assert kinds == sorted(
-        ["ConfigMap", "ConfigMap", "Deployment", "Service", "Service", "PodDisruptionBudget",
-         "HorizontalPodAutoscaler", "ServiceMonitor"]
+        ["ConfigMap", "ConfigMap", "Deployment", "Service", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"]
     )
 
 
 @pytest.mark.e2e
-def test_configmap_is_generated_from_the_shipped_config_and_mounted_where_config_points(rendered: list[Doc]) -> None:
+def test_configmap_is_generated_from_the_kits_config_and_mounted_where_config_points(rendered: list[Doc]) -> None:
     generated = config_map(rendered, "ims-gateway-config")
-    assert generated["data"] == {"gateway.toml": SHIPPED_CONFIG.read_text()}
+    assert generated["data"] == {"gateway.toml": KIT_CONFIG.read_text()}
     args = parser().parse_args(container(rendered)["args"])
     assert args.command == "serve"
     assert mounted_files(rendered)[args.config] == SHIPPED_CONFIG.read_text()
@@ -200,32 +250,6 @@ def test_client_service_reaches_the_http_port_only(rendered: list[Doc]) -> None:
     service = one(rendered, "Service", "ims-gateway")
     assert selects(service["spec"]["selector"], pod_labels(rendered))
     assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]
-
-
-def services_scraped(docs: list[Doc]) -> Iterator[tuple[Doc, Doc]]:
-    monitor = one(docs, "ServiceMonitor")
-    for service in by_kind(docs, "Service"):
-        if selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"]):
-            yield monitor, service
-
-
-@pytest.mark.e2e
-def test_service_monitor_scrapes_metrics_on_the_admin_port(
-    rendered: list[Doc], pod_settings: config.Settings
-) -> None:
-    [(monitor, service)] = list(services_scraped(rendered))
-    assert selects(service["spec"]["selector"], pod_labels(rendered))
-    [endpoint] = monitor["spec"]["endpoints"]
-    assert endpoint["path"] == "/metrics"
-    ports = {port["name"]: port for port in service["spec"]["ports"]}
-    target = ports[endpoint["port"]]["targetPort"]
-    assert container_port(rendered, target) == pod_settings.server.admin_listen.port
-
-
-@pytest.mark.e2e
-def test_service_monitor_job_label_is_the_job_the_rules_select(rendered: list[Doc]) -> None:
-    [(monitor, service)] = list(services_scraped(rendered))
-    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == PROMETHEUS_JOB
 
 
 @pytest.mark.e2e

@@ -1,25 +1,25 @@
 """deploy/prometheus: every rule file passes `promtool check rules`, every unit test file
-passes `promtool test rules`, and every alert and recording rule is covered by one."""
+passes `promtool test rules`, every alert and recording rule is covered by one, and every
+metric they read is one the gateway exports."""
 
 from __future__ import annotations
 
 import re
 import subprocess
-import tomllib
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.deploy.support import DEPLOY, SHIPPED_CONFIG
+from gateway.telemetry.families import SUNSET
+from tests.deploy.promql import EXPORTED, metric_names, rule_expressions
+from tests.deploy.support import DEPLOY
 
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 RULE_FILES = sorted(PROMETHEUS_DIR.glob("*.rules.yml"))
 TEST_FILES = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
-SUNSET_RULES = PROMETHEUS_DIR / "sunset.rules.yml"
-SUNSET_RECORD = "ims_gateway:v20_sunset_timestamp_seconds"
+RECORDED = {expression.where for expression in rule_expressions(RULE_FILES, "record")}
 
 
 def load(path: Path) -> Any:
@@ -36,7 +36,7 @@ def unit_tests() -> list[dict[str, Any]]:
 
 
 def test_there_are_rule_and_test_files() -> None:
-    assert [path.name for path in RULE_FILES] == ["alerts.rules.yml", "recording.rules.yml", "sunset.rules.yml"]
+    assert [path.name for path in RULE_FILES] == ["alerts.rules.yml", "recording.rules.yml"]
     assert TEST_FILES
 
 
@@ -65,7 +65,7 @@ def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_does_not(al
     assert any(not case.get("exp_alerts") for case in cases), f"no unit test sees {alert} stay quiet"
 
 
-@pytest.mark.parametrize("record", [rule["record"] for rule in rules("record") if rule["record"] != SUNSET_RECORD])
+@pytest.mark.parametrize("record", [rule["record"] for rule in rules("record")])
 def test_every_recording_rule_has_a_unit_test_of_its_values(record: str) -> None:
     checked = [
         case for test in unit_tests() for case in test.get("promql_expr_test", [])
@@ -86,18 +86,19 @@ def test_down_alerts_select_the_job_the_deployment_scrapes_as() -> None:
     assert 'up{job="ims-gateway"}' in expressions["IMSGatewayAbsent"]
 
 
-def sunset_constant() -> str:
-    [rule] = [rule for group in load(SUNSET_RULES)["groups"] for rule in group["rules"]]
-    assert rule["record"] == SUNSET_RECORD
-    match = re.fullmatch(r"vector\((\S+)\)", rule["expr"].strip())
-    assert match, f"{SUNSET_RULES.name} must record vector(<unix time>) or vector(Inf)"
-    return match.group(1)
+@pytest.mark.parametrize("rule", [*rules("record"), *rules("alert")], ids=lambda rule: rule.get("record") or rule["alert"])
+def test_rules_read_only_metrics_the_gateway_exports_or_the_rules_record(rule: dict[str, Any]) -> None:
+    read = metric_names(rule["expr"])
+    assert read, "a rule about the gateway reads one of its metrics"
+    assert read <= EXPORTED | RECORDED | {"up"}, f"not exported: {sorted(read - EXPORTED - RECORDED - {'up'})}"
 
 
-def test_sunset_constant_is_the_configured_v20_sunset() -> None:
-    with SHIPPED_CONFIG.open("rb") as handle:
-        configured = tomllib.load(handle).get("deprecation", {}).get("v20_sunset_at", "")
-    if configured:
-        assert sunset_constant() == str(int(datetime.fromisoformat(configured).timestamp()))
-    else:
-        assert sunset_constant() == "Inf", "no sunset is configured, so the alert must never fire"
+def test_unit_tests_feed_only_series_the_gateway_exports_or_the_rules_record() -> None:
+    fed = {name for test in unit_tests() for series in test["input_series"] for name in metric_names(series["series"])}
+    assert fed and fed <= EXPORTED | RECORDED | {"up"}, sorted(fed - EXPORTED - RECORDED - {"up"})
+
+
+def test_the_sunset_alert_reads_the_gateways_sunset_not_a_constant() -> None:
+    [rule] = [rule for rule in rules("alert") if rule["alert"] == "IMSGatewayV20TrafficAfterSunset"]
+    assert f'{SUNSET.full_name}{{shape="v2.0"}}' in rule["expr"]
+    assert not re.search(r"vector\(\s*[\d.]", rule["expr"]), "a copied date goes stale when the configuration changes"

@@ -2,7 +2,9 @@
 and of the recording rules parses and returns data, after traffic of every kind.
 
 One gateway (a subprocess in front of its embedded emulator) and one Prometheus (1 s
-scrape and rule evaluation, the shipped rule files loaded) serve the whole module.
+scrape and rule evaluation, the shipped rule files loaded) serve the whole module. The
+gateway's v2.0 sunset is past but not enforced, so v2.0 calls still pass and the sunset
+alert has something to see.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.telemetry.families import BUILD_INFO, SUNSET
 from tests.deploy.promql import (
     Expression,
     concrete,
@@ -40,6 +43,10 @@ pytestmark = pytest.mark.e2e
 DASHBOARD = DEPLOY / "grafana" / "ims-gateway.json"
 RULE_FILES = sorted((DEPLOY / "prometheus").glob("*.rules.yml"))
 JOB = "ims-gateway"
+# The dashboard's job and namespace variables as its defaults set them (namespace: All).
+SELECTED = {"job": JOB, "namespace": ".*"}
+V20_SUNSET = "2024-01-01T00:00:00Z"
+V20_SUNSET_UNIX = 1704067200  # date -u -d 2024-01-01T00:00:00Z +%s
 DASHBOARD_EXPRESSIONS = list(dashboard_expressions(json.loads(DASHBOARD.read_text())))
 RECORDING_EXPRESSIONS = rule_expressions(RULE_FILES, "record")
 ALERT_EXPRESSIONS = rule_expressions(RULE_FILES, "alert")
@@ -129,9 +136,12 @@ def prometheus_config(directory: Path, admin: str) -> Path:
 def stack(system_tools: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp("prometheus")
     listen, admin, web = (f"127.0.0.1:{free_port()}" for _ in range(3))
-    gateway = Service(
-        gateway_argv(listen, admin), directory / "gateway.log", env=clean_env(IMS_GATEWAY_SERVER_DRAIN_DELAY="0")
+    env = clean_env(
+        IMS_GATEWAY_SERVER_DRAIN_DELAY="0",
+        IMS_GATEWAY_DEPRECATION_V20_SUNSET_AT=V20_SUNSET,
+        IMS_GATEWAY_DEPRECATION_V20_REFUSE_AFTER_SUNSET="false",
     )
+    gateway = Service(gateway_argv(listen, admin), directory / "gateway.log", env=env)
     prometheus = Service(
         [
             system_tools["prometheus"],
@@ -179,7 +189,7 @@ ONLY_AFTER_AN_UPSTREAM_ERROR = "ims_gateway_upstream_errors_total"
 
 
 def assert_returns_data(stack: Stack, expression: Expression) -> None:
-    answer = query(stack.prometheus, concrete(expression.expr))
+    answer = query(stack.prometheus, concrete(expression.expr, **SELECTED))
     assert answer["status"] == "success", answer
     mentioned = expression.expr.count("ims_gateway_")
     if mentioned and mentioned == expression.expr.count(ONLY_AFTER_AN_UPSTREAM_ERROR):
@@ -193,6 +203,23 @@ def test_dashboard_expression_returns_data(stack: Stack, expression: Expression)
     assert_returns_data(stack, expression)
 
 
+@pytest.mark.parametrize("selected", [{"job": "other-job"}, {"namespace": "other-namespace"}], ids=["job", "namespace"])
+@pytest.mark.parametrize("expression", DASHBOARD_EXPRESSIONS, ids=lambda expression: expression.where)
+def test_dashboard_expression_shows_nothing_for_another_job_or_namespace(
+    stack: Stack, expression: Expression, selected: dict[str, str]
+) -> None:
+    answer = query(stack.prometheus, concrete(expression.expr, **{**SELECTED, **selected}))
+    assert answer["status"] == "success", answer
+    assert answer["data"]["result"] == [], f"{expression.where} shows {JOB}'s data under {selected}"
+
+
+def test_the_job_variable_offers_the_scraped_job(stack: Stack) -> None:
+    """What Grafana asks Prometheus for label_values(ims_gateway_build_info, job)."""
+    url = f"{stack.prometheus}/api/v1/label/job/values?" + urllib.parse.urlencode({"match[]": BUILD_INFO.full_name})
+    answer = http_get(url)
+    assert answer is not None and json.loads(answer[1])["data"] == [JOB]
+
+
 @pytest.mark.parametrize("expression", RECORDING_EXPRESSIONS, ids=lambda expression: expression.where)
 def test_recording_rule_expression_returns_data(stack: Stack, expression: Expression) -> None:
     assert_returns_data(stack, expression)
@@ -202,6 +229,15 @@ def test_recording_rule_expression_returns_data(stack: Stack, expression: Expres
 def test_alert_expression_is_accepted_by_prometheus(stack: Stack, expression: Expression) -> None:
     # Alerts are quiet on a healthy gateway: an empty answer is right, an error is not.
     assert query(stack.prometheus, expression.expr)["status"] == "success"
+
+
+def test_the_sunset_alert_fires_on_the_sunset_the_gateway_runs_with(stack: Stack) -> None:
+    [sunset] = query(stack.prometheus, f'{SUNSET.full_name}{{job="{JOB}"}}')["data"]["result"]
+    assert (sunset["metric"]["shape"], float(sunset["value"][1])) == ("v2.0", V20_SUNSET_UNIX)
+    [alert] = [expression for expression in ALERT_EXPRESSIONS if expression.where == "IMSGatewayV20TrafficAfterSunset"]
+    [firing] = query(stack.prometheus, alert.expr)["data"]["result"]
+    assert firing["metric"] == {"job": JOB}
+    assert float(firing["value"][1]) > 0
 
 
 @pytest.mark.parametrize("content", ["a malformed ((", 'sum(rate(x[$__rate_interval]))'])
