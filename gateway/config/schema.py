@@ -44,13 +44,17 @@ class Address:
         host, sep, port = text.rpartition(":")
         if not sep or not host:
             raise ValueError("HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080")
+        # Each message completes "expected ...", as the other settings' do.
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
-            ipaddress.IPv6Address(host)
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ValueError("an IPv6 address in the brackets, e.g. [::1]:8080") from None
         elif ":" in host:
-            raise ValueError("an IPv6 host must be in brackets, e.g. [::1]:8080")
+            raise ValueError("an IPv6 host in brackets, e.g. [::1]:8080")
         if not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("the port must be a number from 0 to 65535")
+            raise ValueError("HOST:PORT with a port from 0 to 65535")
         return cls(host, int(port))
 
     def __str__(self) -> str:
