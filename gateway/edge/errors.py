@@ -17,7 +17,10 @@ from aiohttp import web
 
 from gateway.vocabulary import FailureKind
 
-# Codes of our own, in IMS's "PREFIX.NNNN" style; IMS uses the IMG. prefix.
+# Codes of our own, in IMS's "PREFIX.NNNN" style; IMS uses the IMG. prefix. NNNN is the
+# HTTP status but for FORBIDDEN_ATTRIBUTE, answered with 400 (one status for one rule,
+# where Glance answers 403 for some attributes and 200 for others): scripts match on the
+# code, so it stays, and the refusal carries "reason": "forbidden_attribute" besides.
 BAD_REQUEST = "IMSGW.0400"
 UNAUTHORIZED = "IMSGW.0401"
 FORBIDDEN_ATTRIBUTE = "IMSGW.0403"
@@ -51,6 +54,7 @@ class GatewayError(Exception):
         *,
         headers: Mapping[str, str] | None = None,
         details: Any = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -58,6 +62,7 @@ class GatewayError(Exception):
         self.message = message
         self.headers = dict(headers or {})
         self.details = details
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +84,12 @@ class UpstreamError(GatewayError):
 
 
 def error_document(
-    code: str, message: str, *, request_id: str | None = None, details: Any = None
+    code: str, message: str, *, request_id: str | None = None, details: Any = None, reason: str | None = None
 ) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
+    error: dict[str, Any] = {"code": code}
+    if reason is not None:
+        error["reason"] = reason
+    error["message"] = message
     if details is not None:
         error["details"] = details
     if request_id:
@@ -97,9 +105,13 @@ def error_response(
     request_id: str | None = None,
     headers: Mapping[str, str] | None = None,
     details: Any = None,
+    reason: str | None = None,
 ) -> web.Response:
     # error_document(...) as JSON, made in parts: most errors have only strings to encode.
-    parts = ['{"error": {"code": ', _STRING(code), ', "message": ', _STRING(message)]
+    parts = ['{"error": {"code": ', _STRING(code)]
+    if reason is not None:
+        parts += [', "reason": ', _STRING(reason)]
+    parts += [', "message": ', _STRING(message)]
     if details is not None:
         parts += [', "details": ', _ENCODER.encode(details)]
     if request_id:

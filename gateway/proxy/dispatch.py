@@ -66,8 +66,9 @@ class Traffic:
             if isinstance(exc, errors.UpstreamError):
                 context.upstream_failure = exc.failure
             response = errors.error_response(
-                exc.status, exc.code, exc.message, request_id=context.request_id, headers=exc.headers, details=exc.details
-            )
+                exc.status, exc.code, exc.message,
+                request_id=context.request_id, headers=exc.headers, details=exc.details, reason=exc.reason,
+            )  # fmt: skip
         except BaseException as exc:
             if metrics is not None:
                 metrics.request_aborted(request, context, exc, time.perf_counter() - started)

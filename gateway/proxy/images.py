@@ -128,6 +128,7 @@ def forbidden(violations: list[Violation]) -> errors.GatewayError:
             {"index": v.index, "op": v.op, "path": v.pointer, "attribute": v.attribute, "reason": v.reason}
             for v in violations
         ],
+        reason=Reason.FORBIDDEN_ATTRIBUTE.value,
     )
 
 
