@@ -18,6 +18,7 @@ from aiohttp import hdrs, web
 
 from gateway.edge.headers import X_FORWARDED_FOR
 from gateway.telemetry.logs import OffLoop
+from gateway.vocabulary import Mode
 
 log = OffLoop("ims_gateway.deprecated")
 
@@ -99,6 +100,9 @@ class DeprecatedCall:
             "shape": self.shape,
             "mode": self.mode,
             "outcome": self.outcome,
+            # Observe mode forwards every call as received: its outcome is what enforce
+            # mode would have done, and "status" is IMS's answer.
+            "enforced": self.mode == Mode.ENFORCE,
             "reason": self.reason,
             "status": self.status,
             "ops": dict(self.ops),
@@ -186,7 +190,9 @@ def _log_line(args: tuple[float, str, CallFacts]) -> str:
     )
 
 
-_BEFORE_STATUS: Final = ("client", "user_agent", "address", "forwarded_for", "project_id", "shape", "mode", "outcome", "reason")
+_BEFORE_STATUS: Final = (
+    "client", "user_agent", "address", "forwarded_for", "project_id", "shape", "mode", "outcome", "enforced", "reason",
+)
 _AFTER_STATUS: Final = ("ops", "attributes")
 
 
