@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -360,7 +361,8 @@ async def start_emulator(
     host: str = "127.0.0.1", port: int = 0, credentials: Mapping[str, str] | None = None
 ) -> tuple[web.AppRunner, str]:
     """Start the emulator on ``host:port`` (0: a free port); the runner and the base URL."""
-    runner = web.AppRunner(build_emulator_app(credentials=credentials))
+    # Embedded in the gateway, whose access log already has a line for every request.
+    runner = web.AppRunner(build_emulator_app(credentials=credentials), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -372,6 +374,14 @@ async def start_emulator(
     return runner, f"http://{_url_host(host)}:{bound_port}"
 
 
-def run_emulator(host: str, port: int, credentials: Mapping[str, str] | None = None) -> None:
-    """Serve the emulator until interrupted (``ims-gateway emulator --listen``)."""
-    web.run_app(build_emulator_app(credentials=credentials), host=host, port=port)
+def run_emulator(
+    host: str, port: int, credentials: Mapping[str, str] | None = None, *, sock: socket.socket | None = None
+) -> None:
+    """Serve the emulator until interrupted (``ims-gateway emulator --listen``), on ``sock``
+    when given (bound by the caller, who reports an address in use), else on ``host:port``;
+    aiohttp's access log writes a line for every request."""
+    app = build_emulator_app(credentials=credentials)
+    if sock is None:
+        web.run_app(app, host=host, port=port)
+    else:
+        web.run_app(app, sock=sock)
