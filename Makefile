@@ -9,11 +9,27 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,uvloop]'
+# What each target needs, installed once and again only when pyproject.toml changes (a
+# stamp in the venv); pip's output is kept in $(VENV)/pip.log and shown if it fails.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+TEST_STAMP := $(VENV)/.installed-test
+PIP_LOG := $(VENV)/pip.log
 
-## Start the gateway in front of the built-in IMS emulator (no cloud account needed).
-run: install
+$(RUNTIME_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing ims-gateway and its runtime dependencies into $(VENV) (again only when pyproject.toml changes)"
+	@$(BIN)/pip install --quiet -e '.[uvloop]' >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@touch $@
+
+# The test extras hold the runtime dependencies too.
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	@echo "installing ims-gateway with its runtime and test dependencies into $(VENV) (again only when pyproject.toml changes)"
+	@$(BIN)/pip install --quiet -e '.[test,uvloop]' >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
+	@touch $@ $(RUNTIME_STAMP)
+
+install: $(TEST_STAMP)
+
+## Start the gateway in front of the built-in IMS emulator (no cloud account needed); Ctrl-C stops it at once.
+run: $(RUNTIME_STAMP)
 	$(BIN)/ims-gateway serve --config config/gateway.toml
 
 ## Run every test suite, the end-to-end ones included.
