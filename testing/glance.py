@@ -115,6 +115,7 @@ def ensure_env(cache: Path | None = None) -> GlanceEnv:
         cached = _read_record(record, key, venv)
         if cached is not None:
             return cached
+        _tell_the_terminal(f"installing Glance 33 into {venv} for tests/glance (about a minute, once)")
         started = time.monotonic()
         _install(venv, root / "glance-venv.install.log")
         elapsed = time.monotonic() - started
@@ -129,6 +130,16 @@ def ensure_env(cache: Path | None = None) -> GlanceEnv:
             + "\n"
         )
         return GlanceEnv(venv, versions, elapsed)
+
+
+def _tell_the_terminal(line: str) -> None:
+    """A line the person waiting sees at once: pytest captures stderr (fd 2 too) while a
+    fixture runs, so the controlling terminal itself, when there is one."""
+    try:
+        with open("/dev/tty", "w", encoding="utf-8") as tty:
+            tty.write(f"\n{line}\n")
+    except OSError:
+        print(line, file=sys.__stderr__, flush=True)
 
 
 @contextlib.contextmanager
