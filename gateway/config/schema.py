@@ -121,11 +121,12 @@ class ServerSettings:
     tls_cert: str = _setting("", "PEM certificate chain: serve HTTPS on `listen` (empty: plain HTTP)", _readable_file_or_empty)
     tls_key: str = _setting("", "PEM private key for tls_cert", _readable_file_or_empty)
     max_header_bytes: int = _setting(8190, "largest request line or header field accepted (else 431)", _at_least(1024))
-    drain_timeout: float = _setting(30.0, "seconds in-flight requests get to finish after SIGTERM", _non_negative)
+    drain_timeout: float = _setting(30.0, "seconds in-flight requests get to finish after SIGTERM or SIGINT", _non_negative)
     drain_delay: float = _setting(
         5.0,
         "seconds after SIGTERM during which /readyz fails but new connections are still served, "
-        "so load balancers stop sending first (keep drain_delay + drain_timeout below the orchestrator's grace period)",
+        "so load balancers stop sending first (keep drain_delay + drain_timeout below the orchestrator's grace period); "
+        "SIGINT (Ctrl-C in a terminal) skips it",
         _non_negative,
     )
     header_timeout: float = _setting(

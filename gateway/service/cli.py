@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from gateway.config.generation import read_credentials
 from gateway.config.schema import Address, Settings, SettingsError
 from gateway.edge.server import GatewayRunner
 from gateway.edge.signing import Credentials, load_keys
-from gateway.service import allocator, reload, report_command, workers
+from gateway.service import allocator, listening, reload, report_command, workers
 from gateway.service.app import build_admin_app, build_app, runner_options
 from gateway.service.state import Lifecycle
 from gateway.telemetry import logs
@@ -44,7 +45,11 @@ def _count(text: str) -> int:
     return int(text)
 
 
+EMULATOR_LISTEN = "127.0.0.1:8774"
+
+
 def parser() -> argparse.ArgumentParser:
+    defaults = Settings()
     top = argparse.ArgumentParser(
         prog="ims-gateway",
         description="Migration gateway in front of Huawei Cloud IMS's deprecated PATCH /v2/images API.",
@@ -52,27 +57,58 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"ims-gateway {__version__}")
     commands = top.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the gateway (the default command)")
-    serve.add_argument("--config", metavar="FILE", help="TOML config file (see config/gateway.toml)")
-    serve.add_argument("--upstream", metavar="URL", help="IMS base URL (overrides upstream.url); none: built-in emulator")
-    serve.add_argument("--listen", metavar="HOST:PORT", type=_address, help="overrides server.listen")
-    serve.add_argument("--admin-listen", metavar="HOST:PORT", type=_address, help="overrides server.admin_listen")
-    serve.add_argument("--workers", metavar="N", type=_count, help="processes sharing the listeners (overrides server.workers)")
+    serve = commands.add_parser(
+        "serve", help="run the gateway (the default command)",
+        description="Run the gateway. Each flag overrides a key of the file, which IMS_GATEWAY_<SECTION>_<KEY> "
+        "environment variables override in turn; the defaults shown are the built-in ones.",
+    )  # fmt: skip
+    serve.add_argument("--config", metavar="FILE", help="TOML config file, e.g. config/gateway.toml (default: none, built-in defaults)")
+    serve.add_argument(
+        "--upstream", metavar="URL",
+        help="IMS base URL, e.g. https://ims.ap-southeast-1.myhuaweicloud.com (upstream.url; default: none, start the built-in emulator)",
+    )  # fmt: skip
+    serve.add_argument("--listen", metavar="HOST:PORT", type=_address, help=f"where clients connect (server.listen; default: {defaults.server.listen})")
+    serve.add_argument(
+        "--admin-listen", metavar="HOST:PORT", type=_address,
+        help=f"/healthz, /readyz, /metrics, /deprecations (server.admin_listen; default: {defaults.server.admin_listen})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--workers", metavar="N", type=_count,
+        help=f"processes sharing the listeners; more than 1 needs an upstream (server.workers; default: {defaults.server.workers})",
+    )  # fmt: skip
     # Set by the supervisor on the workers it starts: serve these sockets (gateway, admin).
     serve.add_argument(workers.INHERIT_FLAG, metavar="FD,FD", help=argparse.SUPPRESS)
 
-    check = commands.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("file", metavar="FILE")
+    check = commands.add_parser(
+        "check-config", help="validate a config file and exit",
+        description="Validate a config file as serve would read it: exit 0 and print 'FILE: OK', or exit 2 naming every problem.",
+    )  # fmt: skip
+    check.add_argument("file", metavar="FILE", help="the TOML config file, e.g. config/gateway.toml (IMS_GATEWAY_* environment variables apply too, as for serve)")
 
     report_command.add_parser(commands)
 
-    emulator = commands.add_parser("emulator", help="run only the built-in IMS emulator")
-    emulator.add_argument("--listen", metavar="HOST:PORT", type=_address, default="127.0.0.1:8774")
+    emulator = commands.add_parser(
+        "emulator", help="run only the built-in IMS emulator",
+        description="Run only the built-in IMS emulator (images in memory), one access log line per request.",
+    )  # fmt: skip
+    emulator.add_argument("--listen", metavar="HOST:PORT", type=_address, default=EMULATOR_LISTEN, help="where it listens (default: %(default)s)")
     emulator.add_argument(
         "--credentials-file", metavar="FILE",
-        help="ACCESS_KEY:SECRET_KEY lines: verify every request's AK/SK signature as IMS does (401 otherwise)",
+        help="ACCESS_KEY:SECRET_KEY lines: verify every request's AK/SK signature as IMS does (401 otherwise; default: none, no signature needed)",
     )  # fmt: skip
+    for command in commands.choices.values():
+        command.set_defaults(command_parser=command)
     return top
+
+
+def parse(arguments: Sequence[str]) -> argparse.Namespace:
+    """The arguments; a flag the command does not know is refused with that command's usage."""
+    top = parser()
+    args, unknown = top.parse_known_args(arguments)
+    if unknown:
+        command: argparse.ArgumentParser = getattr(args, "command_parser", top)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
@@ -106,68 +142,93 @@ async def serve(
     from ims_emulator.app import start_emulator
 
     url = settings.upstream.url
-    emulator_runner = None
-    if not url:
-        keys = read_credentials(settings.emulator.credentials_file)
-        emulator_runner, url = await start_emulator("127.0.0.1", 0, credentials=keys)
-        log.warning(
-            "no upstream configured (upstream.url, IMS_GATEWAY_UPSTREAM_URL or --upstream): "
-            "started the built-in IMS emulator at %s; it keeps images in memory only",
-            url,
+    # Whatever was started is stopped again, in reverse order, on the way out: after a
+    # drain, or when a listener cannot be opened (nothing is left running then).
+    started = contextlib.AsyncExitStack()
+    async with started:
+        if not url:
+            keys = read_credentials(settings.emulator.credentials_file)
+            emulator_runner, url = await start_emulator("127.0.0.1", 0, credentials=keys)
+            started.push_async_callback(emulator_runner.cleanup)
+        lifecycle = Lifecycle()
+        gateway = build_app(settings, upstream_url=url, lifecycle=lifecycle, load=load)
+        runner = GatewayRunner(gateway, shutdown_timeout=settings.server.drain_timeout, **runner_options(settings))
+        admin_runner = web.AppRunner(build_admin_app(gateway), access_log=None)
+        # The admin listener closes after the gateway's, so /readyz keeps answering "draining".
+        await admin_runner.setup()
+        started.push_async_callback(admin_runner.cleanup)
+        await runner.setup()
+        started.push_async_callback(runner.cleanup)
+        listen, admin = settings.server.listen, settings.server.admin_listen
+        with listening.opening(listen, "server.listen"):
+            if sockets is None:
+                await web.TCPSite(runner, listen.host, listen.port, ssl_context=server_ssl(settings)).start()
+            else:
+                await web.SockSite(runner, sockets[0], ssl_context=server_ssl(settings)).start()
+        with listening.opening(admin, "server.admin_listen"):
+            if sockets is None:
+                await web.TCPSite(admin_runner, admin.host, admin.port).start()
+            else:
+                await web.SockSite(admin_runner, sockets[1]).start()
+        if not settings.upstream.url:
+            log.warning(
+                "no upstream configured (upstream.url, IMS_GATEWAY_UPSTREAM_URL or --upstream): "
+                "started the built-in IMS emulator at %s; it keeps images in memory only",
+                url,
+            )
+        scheme = "https" if settings.server.tls_cert else "http"
+        log.info(
+            "ims-gateway %s listening on %s://%s (admin on http://%s), forwarding to %s; event loop: %s",
+            __version__, scheme, _bound(runner), _bound(admin_runner), url, _loop_name(),
         )
-    lifecycle = Lifecycle()
-    gateway = build_app(settings, upstream_url=url, lifecycle=lifecycle, load=load)
-    runner = GatewayRunner(gateway, shutdown_timeout=settings.server.drain_timeout, **runner_options(settings))
-    admin_runner = web.AppRunner(build_admin_app(gateway), access_log=None)
-    await runner.setup()
-    await admin_runner.setup()
-    listen, admin = settings.server.listen, settings.server.admin_listen
-    if sockets is None:
-        await web.TCPSite(runner, listen.host, listen.port, ssl_context=server_ssl(settings)).start()
-        await web.TCPSite(admin_runner, admin.host, admin.port).start()
-    else:
-        await web.SockSite(runner, sockets[0], ssl_context=server_ssl(settings)).start()
-        await web.SockSite(admin_runner, sockets[1]).start()
-    scheme = "https" if settings.server.tls_cert else "http"
-    log.info(
-        "ims-gateway %s listening on %s://%s (admin on http://%s), forwarding to %s; event loop: %s",
-        __version__, scheme, _bound(runner), _bound(admin_runner), url, _loop_name(),
-    )
+        await _serve_until_stopped(settings, gateway, lifecycle, inherited=sockets is not None)
+    log.info("stopped")
+    return 0
 
+
+async def _serve_until_stopped(settings: Settings, gateway: web.Application, lifecycle: Lifecycle, *, inherited: bool) -> None:
+    """Until SIGTERM or SIGINT, then the drain delay (SIGTERM only); the caller closes the listeners."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    delay = 0.0
 
     def on_signal(signum: int) -> None:
+        nonlocal delay
+        name = signal.Signals(signum).name
         if stop.is_set():
-            log.warning("second %s: exiting at once", signal.Signals(signum).name)
+            log.warning("second %s: exiting at once", name)
             logs.stop()  # os._exit runs no atexit hook: write what is queued first
             os._exit(1)
-        # Readiness fails first; the listener keeps serving for drain_delay so that load
-        # balancers stop sending before new connections are refused.
         lifecycle.draining = True
-        log.info(
-            "%s: draining: /readyz fails now, new connections are refused in %g s, "
-            "in-flight requests then get %g s (a second signal exits at once)",
-            signal.Signals(signum).name,
-            settings.server.drain_delay,
-            settings.server.drain_timeout,
-        )
+        server = settings.server
+        if signum == signal.SIGTERM:
+            # What orchestrators and process managers send: readiness fails first and the
+            # listener keeps serving for drain_delay, so that load balancers stop sending
+            # before new connections are refused.
+            delay = server.drain_delay
+            log.info(
+                "%s: draining: /readyz fails now, new connections are refused in %g s, "
+                "in-flight requests then get %g s (a second signal exits at once)",
+                name, delay, server.drain_timeout,
+            )  # fmt: skip
+        else:
+            # A terminal's Ctrl-C: nobody routes traffic by this process's readiness.
+            log.info(
+                "%s: draining: new connections are refused now (server.drain_delay is for SIGTERM), "
+                "in-flight requests get %g s (a second signal exits at once)",
+                name, server.drain_timeout,
+            )  # fmt: skip
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, reload.reload, gateway)
-    watching = asyncio.ensure_future(workers.watch_parent(lambda: on_signal(signal.SIGTERM))) if sockets else None
+    watching = asyncio.ensure_future(workers.watch_parent(lambda: on_signal(signal.SIGTERM))) if inherited else None
     await stop.wait()
     if watching is not None:
         watching.cancel()
-    await asyncio.sleep(settings.server.drain_delay)
-    await runner.cleanup()
-    await admin_runner.cleanup()
-    if emulator_runner is not None:
-        await emulator_runner.cleanup()
-    log.info("stopped")
-    return 0
+    if delay:
+        await asyncio.sleep(delay)
 
 
 def _loop_name() -> str:
@@ -194,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help", "--version")):
         arguments.insert(0, "serve")
-    args = parser().parse_args(arguments)
+    args = parse(arguments)
 
     if args.command == "check-config":
         try:
@@ -216,9 +277,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"ims-gateway: --credentials-file {args.credentials_file}: {exc}", file=sys.stderr)
             return 2
-        logs.configure("info")
         address = Address.parse(args.listen)
-        run_emulator(address.host, address.port, credentials=keys)
+        try:
+            with listening.opening(address, "--listen"):
+                sock = workers.bind(address)
+        except listening.CannotListen as exc:
+            print(f"ims-gateway: {exc}", file=sys.stderr)
+            return 2
+        logs.configure("info")
+        run_emulator(address.host, address.port, credentials=keys, sock=sock)
         return 0
 
     try:
@@ -228,13 +295,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logs.configure(settings.logging.level, settings.logging.access_log)
     inherited = args.inherit_sockets
-    if settings.server.workers > 1 and inherited is None:
-        return workers.supervise(settings, worker_command(args), settings.server.workers)
-    sockets = workers.inherited(inherited) if inherited else None
-    log.debug("allocator: %s", allocator.hold_steady())
-    # A reload re-reads the same file, environment and flags.
-    with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
-        return runner.run(serve(settings, load=lambda: load_settings(args), sockets=sockets))
+    try:
+        if settings.server.workers > 1 and inherited is None:
+            return workers.supervise(settings, worker_command(args), settings.server.workers)
+        sockets = workers.inherited(inherited) if inherited else None
+        log.debug("allocator: %s", allocator.hold_steady())
+        # A reload re-reads the same file, environment and flags.
+        with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
+            return runner.run(serve(settings, load=lambda: load_settings(args), sockets=sockets))
+    except listening.CannotListen as exc:
+        flag = {"server.listen": args.listen and "--listen", "server.admin_listen": args.admin_listen and "--admin-listen"}
+        logs.stop()  # the lines logged so far come first
+        print(f"ims-gateway: {exc.named(flag.get(exc.setting) or exc.setting)}", file=sys.stderr)
+        return 2
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from gateway.config.loader import ENV_PREFIX
 from gateway.config.schema import Address, Settings
+from gateway.service import listening
 from gateway.telemetry import counts
 from gateway.telemetry.metrics import SHARE_DIRECTORY
 from gateway.telemetry.stores import spec
@@ -173,9 +174,17 @@ class Supervisor:
                 exc,
             )
             return 2
+        server = self.settings.server
+        with listening.opening(server.listen, "server.listen"):
+            self.listeners.append(bind(server.listen, reserve=True))
+        try:
+            with listening.opening(server.admin_listen, "server.admin_listen"):
+                self.listeners.append(bind(server.admin_listen))
+        except listening.CannotListen:
+            self.listeners[0].close()
+            raise
         if self.report_store:
             log.info("the workers share the migration report in %s", self.report_store[REPORT_STORE])
-        self.listeners = [bind(self.settings.server.listen, reserve=True), bind(self.settings.server.admin_listen)]
         self.directory, made = metrics_directory(dict(os.environ))
         fds = ",".join(str(sock.fileno()) for sock in self.listeners)
         self.argv = [*self.command, INHERIT_FLAG, fds]

@@ -210,6 +210,8 @@ def test_the_emulator_command(processes: list[Process]) -> None:
     status, _, body = request("GET", f"http://127.0.0.1:{port}/v2/images?limit=1")
     assert status == 200
     assert json.loads(body)["images"] == []
+    # On its own, the emulator keeps aiohttp's access log: one line per request.
+    assert len([line for line in process.stop().splitlines() if '"GET /v2/images?limit=1 HTTP/1.1" 200' in line]) == 1
 
 
 def test_console_script_and_module_are_the_same_program() -> None:
@@ -268,3 +270,238 @@ def test_uvloop_named_but_not_installed_is_a_config_error(monkeypatch: pytest.Mo
     config.write_text('[server]\nevent_loop = "tokio"\n')
     assert main(["check-config", str(config)]) == 2
     assert "one of auto, uvloop, asyncio" in capsys.readouterr().err
+
+
+# -- what an operator meets first: a busy port, Ctrl-C, the logs, the help, /metrics -----
+
+
+@pytest.fixture
+def busy() -> Iterator[int]:
+    """A port another program listens on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("args", "environment", "named"),
+    [
+        (["--listen", "127.0.0.1:{busy}", "--admin-listen", "127.0.0.1:{free}"], {}, "--listen"),
+        (["--listen", "127.0.0.1:{free}"], {"IMS_GATEWAY_SERVER_ADMIN_LISTEN": "127.0.0.1:{busy}"}, "server.admin_listen"),
+        (["emulator", "--listen", "127.0.0.1:{busy}"], {}, "--listen"),
+        (
+            ["serve", "--workers", "2", "--upstream", "http://127.0.0.1:1", "--admin-listen", "127.0.0.1:{free}"],
+            {"IMS_GATEWAY_SERVER_LISTEN": "127.0.0.1:{busy}"}, "server.listen",
+        ),
+        (["--workers", "2", "--upstream", "http://127.0.0.1:1", "--listen", "127.0.0.1:{free}", "--admin-listen", "127.0.0.1:{busy}"], {}, "--admin-listen"),
+    ],
+    ids=["listen", "admin_listen", "emulator", "workers-listen", "workers-admin"],
+)  # fmt: skip
+def test_a_port_in_use_is_one_line_naming_the_setting_and_exit_2(
+    busy: int, tmp_path: Path, args: list[str], environment: dict[str, str], named: str
+) -> None:
+    free = free_port()
+    fill = {"busy": busy, "free": free}
+    env = clean_env(XDG_STATE_HOME=str(tmp_path), **{k: v.format(**fill) for k, v in environment.items()})
+    started = time.monotonic()
+    result = run([arg.format(**fill) for arg in args], env)
+    # Nothing else: no traceback, no emulator or worker started (their lines), no unclosed session.
+    assert result.stderr == f"ims-gateway: cannot listen on 127.0.0.1:{busy} ({named}): address already in use\n"
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert time.monotonic() - started < 10
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", free))  # the other listener was closed again
+
+
+@pytest.mark.parametrize(("signum", "delay", "within"), [(signal.SIGINT, 5.0, (0.0, 2.5)), (signal.SIGTERM, 1.0, (1.0, 10.0))])
+def test_ctrl_c_stops_at_once_while_sigterm_keeps_the_drain_delay(
+    processes: list[Process], signum: signal.Signals, delay: float, within: tuple[float, float]
+) -> None:
+    port, admin = free_port(), free_port()
+    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env(IMS_GATEWAY_SERVER_DRAIN_DELAY=str(delay)))
+    processes.append(process)
+    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    assert request("GET", f"http://127.0.0.1:{port}/v2/images")[0] == 200
+    started = time.monotonic()
+    process.proc.send_signal(signum)
+    assert process.proc.wait(timeout=30) == 0
+    assert within[0] <= time.monotonic() - started < within[1]
+    output = process.stop()
+    if signum == signal.SIGINT:
+        assert "SIGINT: draining: new connections are refused now (server.drain_delay is for SIGTERM)" in output
+    else:
+        assert f"SIGTERM: draining: /readyz fails now, new connections are refused in {delay:g} s" in output
+
+
+def test_one_log_line_per_request_with_the_built_in_emulator(processes: list[Process]) -> None:
+    port, admin = free_port(), free_port()
+    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env())
+    processes.append(process)
+    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    assert request("GET", f"http://127.0.0.1:{admin}/readyz")[0] == 200  # the readiness check reaches the emulator too
+    for n in range(3):
+        assert request("GET", f"http://127.0.0.1:{port}/v2/images", headers={"X-Request-Id": f"one-{n}"})[0] == 200
+    lines = process.stop().splitlines()
+    assert [line for line in lines if "aiohttp.access" in line] == []
+    for n in range(3):
+        assert len([line for line in lines if f"one-{n}" in line]) == 1
+    assert len([line for line in lines if " ims_gateway.access " in line]) == 3
+
+
+def deprecated_calls(output: str) -> list[dict[str, object]]:
+    return [json.loads(line.partition(" ims_gateway.deprecated ")[2]) for line in output.splitlines() if " ims_gateway.deprecated " in line]
+
+
+@pytest.mark.parametrize(("mode", "status", "enforced"), [("enforce", 400, True), ("observe", 200, False)])
+def test_the_call_line_says_whether_its_outcome_was_enforced(
+    processes: list[Process], mode: str, status: int, enforced: bool
+) -> None:
+    port, admin = free_port(), free_port()
+    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env(IMS_GATEWAY_PATCH_MODE=mode))
+    processes.append(process)
+    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    image = json.loads(request("POST", f"http://127.0.0.1:{port}/v2/images", b'{"name": "x"}', {"Content-Type": "application/json"})[2])
+    answered, _, _ = request(
+        "PATCH", f"http://127.0.0.1:{port}/v2/images/{image['id']}", b'[{"op": "add", "path": "/__os_type", "value": "Linux"}]',
+        {"Content-Type": "application/openstack-images-v2.1-json-patch", "X-Request-Id": "forbidden-1"},
+    )  # fmt: skip
+    assert answered == status
+    (call,) = deprecated_calls(process.stop())
+    # The fields scripts parse today are unchanged; "enforced" tells a 200 "rejected" apart.
+    assert {k: call[k] for k in ("request_id", "mode", "outcome", "reason", "status", "enforced")} == {
+        "request_id": "forbidden-1", "mode": mode, "outcome": "rejected", "reason": "forbidden_attribute",
+        "status": status, "enforced": enforced,
+    }  # fmt: skip
+
+
+def test_an_unreachable_upstream_makes_readyz_log_a_short_reason(processes: list[Process]) -> None:
+    port, admin, closed = free_port(), free_port(), free_port()
+    process = Process(
+        ["--upstream", f"http://127.0.0.1:{closed}", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env()
+    )
+    processes.append(process)
+    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    status, _, body = request("GET", f"http://127.0.0.1:{admin}/readyz")
+    assert (status, json.loads(body)["status"]) == (503, "upstream unreachable")
+    warnings = [line for line in process.stop().splitlines() if " WARNING " in line]
+    assert len(warnings) == 1
+    assert warnings[0].endswith(f"upstream refused: GET http://127.0.0.1:{closed}: The upstream refused the connection or could not be reached.")
+    assert "ConnectionKey" not in warnings[0] and "Error(" not in warnings[0]
+
+
+def metric_samples(text: str) -> list[tuple[str, float]]:
+    samples = []
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples.append((name, float(value)))
+    return samples
+
+
+def test_metrics_after_a_few_requests_have_no_created_or_untouched_zero_series(processes: list[Process]) -> None:
+    port, admin = free_port(), free_port()
+    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env())
+    processes.append(process)
+    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    base = f"http://127.0.0.1:{port}/v2/images"
+    image = json.loads(request("POST", base, b'{"name": "m"}', {"Content-Type": "application/json"})[2])
+    for body in (b'[{"replace": "/name", "value": "n"}]', b'[{"replace": "/status", "value": "active"}]'):
+        request("PATCH", f"{base}/{image['id']}", body, {"Content-Type": "application/openstack-images-v2.0-json-patch"})
+    for _ in range(3):
+        request("GET", base)
+    _, _, body = request("GET", f"http://127.0.0.1:{admin}/metrics")
+    text = body.decode()
+    assert "_created" not in text
+    zeros = [name for name, value in metric_samples(text) if name.startswith("ims_gateway_") and value == 0]
+    # A bucket below a request's duration is 0 and a finished route's in-flight gauge is 0: both were touched.
+    assert [name for name in zeros if "_bucket{" not in name and not name.startswith("ims_gateway_requests_in_flight{")] == []
+    assert 'ims_gateway_deprecated_rejections_total{mode="enforce",reason="forbidden_attribute",shape="v2.0"} 1.0' in text
+    assert 'route="image_patch"' in text and 'method="DELETE"' not in text
+    process.stop()
+
+
+def test_a_forbidden_attribute_is_refused_with_the_code_scripts_match_and_the_reason_logs_use(processes: list[Process]) -> None:
+    port, admin = free_port(), free_port()
+    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env())
+    processes.append(process)
+    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    image = json.loads(request("POST", f"http://127.0.0.1:{port}/v2/images", b'{"name": "r"}', {"Content-Type": "application/json"})[2])
+    status, _, body = request(
+        "PATCH", f"http://127.0.0.1:{port}/v2/images/{image['id']}", b'[{"op": "replace", "path": "/min_ram", "value": 1}]',
+        {"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )  # fmt: skip
+    error = json.loads(body)["error"]
+    assert (status, error["code"], error["reason"]) == (400, "IMSGW.0403", "forbidden_attribute")
+    assert list(error) == ["code", "reason", "message", "details", "request_id"]
+    _, _, metrics = request("GET", f"http://127.0.0.1:{admin}/metrics")
+    assert 'reason="forbidden_attribute"' in metrics.decode()
+    (call,) = deprecated_calls(process.stop())
+    assert call["reason"] == error["reason"]
+
+
+def test_a_malformed_body_has_no_reason_field(processes: list[Process]) -> None:
+    port, admin = free_port(), free_port()
+    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env())
+    processes.append(process)
+    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    status, _, body = request(
+        "PATCH", f"http://127.0.0.1:{port}/v2/images/x", b"not json", {"Content-Type": "application/openstack-images-v2.1-json-patch"}
+    )
+    assert (status, list(json.loads(body)["error"])) == (400, ["code", "message", "request_id"])
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (["serve"], ["--listen HOST:PORT", "default: 127.0.0.1:8080", "default: 127.0.0.1:9090", "server.workers; default: 1", "start the built-in emulator"]),
+        (["emulator"], ["where it listens (default: 127.0.0.1:8774)", "default: none, no signature needed"]),
+        (["check-config"], ["FILE        the TOML config file, e.g. config/gateway.toml", "exit 2 naming every problem"]),
+    ],
+)  # fmt: skip
+def test_help_describes_every_argument_with_its_default(capsys: pytest.CaptureFixture[str], command: list[str], shown: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    for text in shown:
+        assert " ".join(text.split()) in out
+
+
+@pytest.mark.parametrize("arguments", [["serve", "--bogus"], ["--bogus"], ["serve", "--listen", "127.0.0.1:1", "extra"]])
+def test_an_unknown_flag_of_serve_shows_serves_usage(capsys: pytest.CaptureFixture[str], arguments: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(arguments)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ims-gateway serve [-h] [--config FILE]")
+    assert f"ims-gateway serve: error: unrecognized arguments: {arguments[-1]}\n" in err
+
+
+def test_an_unknown_flag_of_another_command_shows_its_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["emulator", "--upstream", "http://x"])
+    assert capsys.readouterr().err.startswith("usage: ims-gateway emulator [-h]")
+
+
+@pytest.mark.parametrize(
+    ("listen", "message"),
+    [
+        ("127.0.0.1:70000", "HOST:PORT with a port from 0 to 65535"),
+        ("::1:80", "an IPv6 host in brackets, e.g. [::1]:8080"),
+        ("[zz]:80", "an IPv6 address in the brackets, e.g. [::1]:8080"),
+    ],
+)
+def test_a_bad_address_reads_as_what_is_expected(capsys: pytest.CaptureFixture[str], tmp_path: Path, listen: str, message: str) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--listen", listen])
+    assert capsys.readouterr().err.endswith(f"error: argument --listen: {listen!r}: {message}\n")
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'[server]\nlisten = "{listen}"\n')
+    assert main(["check-config", str(config)]) == 2
+    assert f'server.listen: "{listen}" is not allowed: expected {message}\n' in capsys.readouterr().err
