@@ -298,6 +298,7 @@ async def test_the_report_lists_each_client_with_what_it_did(
         "shape": "v2.0",
         "mode": "enforce",
         "outcome": "rewritten",
+        "enforced": True,
         "reason": None,
         "status": 200,
         "ops": {"replace": 1, "add": 1},
