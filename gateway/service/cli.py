@@ -59,8 +59,8 @@ def parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve", help="run the gateway (the default command)",
-        description="Run the gateway. Each flag overrides a key of the file, which IMS_GATEWAY_<SECTION>_<KEY> "
-        "environment variables override in turn; the defaults shown are the built-in ones.",
+        description="Run the gateway. Settings come from the built-in defaults (shown below), then the --config "
+        "file, then IMS_GATEWAY_<SECTION>_<KEY> environment variables, then these flags: the later wins.",
     )  # fmt: skip
     serve.add_argument("--config", metavar="FILE", help="TOML config file, e.g. config/gateway.toml (default: none, built-in defaults)")
     serve.add_argument(

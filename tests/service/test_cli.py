@@ -459,7 +459,7 @@ def test_a_malformed_body_has_no_reason_field(processes: list[Process]) -> None:
 @pytest.mark.parametrize(
     ("command", "shown"),
     [
-        (["serve"], ["--listen HOST:PORT", "default: 127.0.0.1:8080", "default: 127.0.0.1:9090", "server.workers; default: 1", "start the built-in emulator"]),
+        (["serve"], ["then IMS_GATEWAY_<SECTION>_<KEY> environment variables, then these flags: the later wins", "--listen HOST:PORT", "default: 127.0.0.1:8080", "default: 127.0.0.1:9090", "server.workers; default: 1", "start the built-in emulator"]),
         (["emulator"], ["where it listens (default: 127.0.0.1:8774)", "default: none, no signature needed"]),
         (["check-config"], ["FILE        the TOML config file, e.g. config/gateway.toml", "exit 2 naming every problem"]),
     ],
