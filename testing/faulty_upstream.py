@@ -298,7 +298,12 @@ class FaultyUpstream:
                 await writer.drain()
                 if writer.transport.is_closing():
                     raise PeerGone
-                await asyncio.sleep(float(argument))
+                # Between pieces, noticing at once a peer that goes away (a long interval costs nothing).
+                try:
+                    if not await asyncio.wait_for(connection.reader.read(65536), float(argument)):
+                        raise PeerGone
+                except TimeoutError:
+                    pass
         raise ValueError(f"unknown fault {received.fault!r}")
 
     async def _respond(self, writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
