@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from testing.ports import reusable_listener, stop_listening
+
 MIB = 1024 * 1024
 
 
@@ -82,6 +84,9 @@ class FaultyUpstream:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="faulty-upstream", daemon=True)
         self._server: asyncio.base_events.Server | None = None
+        # The listening socket is the harness's own, for its whole life: ``refuse`` stops it
+        # listening without letting go of the port, which nothing else can take meanwhile.
+        self._listener: socket.socket | None = None
         self._connections: dict[asyncio.StreamWriter, _Connection] = {}
         self._lock = threading.Lock()
 
@@ -97,6 +102,8 @@ class FaultyUpstream:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
+        if self._listener is not None:
+            self._listener.close()
 
     def __enter__(self) -> FaultyUpstream:
         return self.start()
@@ -109,11 +116,11 @@ class FaultyUpstream:
         return f"http://127.0.0.1:{self.port}"
 
     def refuse(self) -> None:
-        """Stop listening and drop every connection: new connections are refused."""
+        """Stop listening and drop every connection: new connections are refused (the port stays held)."""
         self._call(self._shutdown())
 
     def accept_if_refusing(self) -> None:
-        """Listen again, on the same port, after ``refuse``."""
+        """Listen again, on the same port (held all along), after ``refuse``."""
         if self._server is None:
             self._call(self._listen())
 
@@ -140,13 +147,20 @@ class FaultyUpstream:
     # -- the server, on its own loop ---------------------------------------------------
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True, backlog=1024)
-        self.port = self._server.sockets[0].getsockname()[1]
+        if self._listener is None:
+            self._listener = reusable_listener(backlog=1024)
+            self.port = self._listener.getsockname()[1]
+        else:
+            self._listener.listen(1024)
+        # The server closes its own duplicate when it stops; the port stays with _listener.
+        self._server = await asyncio.start_server(self._serve, sock=self._listener.dup())
 
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
             self._server = None
+            assert self._listener is not None
+            stop_listening(self._listener)
         await self._drop()
 
     async def _drop(self) -> None:
@@ -284,7 +298,12 @@ class FaultyUpstream:
                 await writer.drain()
                 if writer.transport.is_closing():
                     raise PeerGone
-                await asyncio.sleep(float(argument))
+                # Between pieces, noticing at once a peer that goes away (a long interval costs nothing).
+                try:
+                    if not await asyncio.wait_for(connection.reader.read(65536), float(argument)):
+                        raise PeerGone
+                except TimeoutError:
+                    pass
         raise ValueError(f"unknown fault {received.fault!r}")
 
     async def _respond(self, writer: asyncio.StreamWriter, status: int, body: bytes) -> None:

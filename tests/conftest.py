@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import platform
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import hypothesis
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -23,6 +26,43 @@ from gateway.edge.server import GatewayRunner
 from gateway.service.app import build_admin_app, build_app, runner_options
 from testing.paths import REPO
 from testing.report_stores import REDIS_SERVER, RedisServer
+
+# Hypothesis: random locally (new examples every run, failures kept in .hypothesis/), the same
+# examples every run in CI (.ci/run sets CI). Derandomized, each test's seed is a hash of the
+# test function itself: it changes only when the test, Hypothesis or Python does. Settings a
+# test gives itself (max_examples, deadline=None) still win over the profile's.
+IN_CI = bool(os.environ.get("CI"))
+hypothesis.settings.register_profile(
+    "ims-ci", derandomize=True, database=None, print_blob=True, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.register_profile("ims-local", derandomize=False)
+hypothesis.settings.load_profile("ims-ci" if IN_CI else "ims-local")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say how Hypothesis chose its examples, so a CI failure can be replayed exactly."""
+    current = hypothesis.settings.default
+    if current.derandomize:
+        return (
+            f"hypothesis: derandomized (CI={os.environ['CI']!r}), profile ims-ci: fixed seed per test = hash of the test function "
+            f"under hypothesis {hypothesis.__version__}, Python {platform.python_version()}; replay with CI=1"
+        )
+    return "hypothesis: random seeds (profile ims-local; set CI=1 for the fixed seeds CI uses)"
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """In CI, each Hypothesis test's fixed seed: ``@hypothesis.seed(N)`` replays it anywhere."""
+    if not hypothesis.settings.default.derandomize:
+        return []
+    from hypothesis.internal.compat import int_from_bytes
+    from hypothesis.internal.reflection import function_digest
+
+    lines = []
+    for item in items:
+        inner = getattr(getattr(getattr(item, "obj", None), "hypothesis", None), "inner_test", None)
+        if inner is not None:
+            lines.append(f"  hypothesis seed {int_from_bytes(function_digest(inner))} {item.nodeid}")
+    return lines
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:

@@ -23,6 +23,7 @@ from gateway.edge import upstream
 from gateway.edge.errors import UpstreamError
 from gateway.edge.headers import end_to_end
 from gateway.vocabulary import FailureKind
+from testing.ports import refusing_port, unanswered_port
 
 # The gateway serves on uvloop, and its hardening reads aiohttp internals that differ there: both loops.
 pytestmark = pytest.mark.both_loops
@@ -205,19 +206,32 @@ async def test_silence_is_a_timeout_on_both(both: tuple[upstream.Upstream, aioht
 
 
 async def test_refused_connections_are_refused_on_both() -> None:
-    with __import__("socket").socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    session = upstream.create_session(SETTINGS)
-    gateway_pool = upstream.create_pool(SETTINGS, base)
-    try:
-        gateway_upstream = upstream.Upstream(SETTINGS, base, session, gateway_pool)
-        assert await via_pool(gateway_upstream, "GET", "/") == ("failure", FailureKind.REFUSED)
-        assert await via_aiohttp(session, base, "GET", "/") == ("failure", FailureKind.REFUSED)
-    finally:
-        gateway_pool.close()
-        await session.close()
+    with refusing_port() as port:
+        base = f"http://127.0.0.1:{port}"
+        session = upstream.create_session(SETTINGS)
+        gateway_pool = upstream.create_pool(SETTINGS, base)
+        try:
+            gateway_upstream = upstream.Upstream(SETTINGS, base, session, gateway_pool)
+            assert await via_pool(gateway_upstream, "GET", "/") == ("failure", FailureKind.REFUSED)
+            assert await via_aiohttp(session, base, "GET", "/") == ("failure", FailureKind.REFUSED)
+        finally:
+            gateway_pool.close()
+            await session.close()
+
+
+async def test_a_connection_that_is_never_accepted_is_a_timeout_on_both() -> None:
+    settings = dataclasses.replace(SETTINGS, connect_timeout=0.1, read_timeout=60.0)
+    with unanswered_port() as port:
+        base = f"http://127.0.0.1:{port}"
+        session = upstream.create_session(settings)
+        gateway_pool = upstream.create_pool(settings, base)
+        try:
+            gateway_upstream = upstream.Upstream(settings, base, session, gateway_pool)
+            assert await via_pool(gateway_upstream, "GET", "/") == ("failure", FailureKind.TIMEOUT)
+            assert await via_aiohttp(session, base, "GET", "/") == ("failure", FailureKind.TIMEOUT)
+        finally:
+            gateway_pool.close()
+            await session.close()
 
 
 async def test_head_answers_have_no_body_and_are_not_reused(

@@ -6,9 +6,9 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -924,31 +924,29 @@ async def test_start_emulator_cleans_up_when_the_port_is_taken() -> None:
         await runner.cleanup()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+# What run_emulator prints once it listens, with the port it was given (for port 0, the one it got).
+SERVING = re.compile(rb"(?:Running|listening) on (http://127\.0\.0\.1:\d+)")
 
 
 async def test_run_emulator_serves_until_interrupted() -> None:
-    port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", f"from ims_emulator.app import run_emulator; run_emulator('127.0.0.1', {port})",
-        cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-c", "from ims_emulator.app import run_emulator; run_emulator('127.0.0.1', 0)",
+        cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    assert process.stdout is not None
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(500):
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/v2/images") as response:
-                        assert response.status == 200
-                        assert (await response.json())["images"] == []
-                        break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.02)
-            else:
-                pytest.fail("the emulator never answered")
+        printed = b""
+        async with asyncio.timeout(30):
+            while (serving := SERVING.search(printed)) is None:
+                line = await process.stdout.readline()
+                if not line:
+                    pytest.fail(f"the emulator exited before it listened: {printed!r}")
+                printed += line
+        # Listening already: one request, no retries.
+        async with aiohttp.ClientSession() as session, session.get(serving[1].decode() + "/v2/images") as response:
+            assert response.status == 200
+            assert (await response.json())["images"] == []
     finally:
         process.send_signal(signal.SIGINT)
         _, stderr = await process.communicate()

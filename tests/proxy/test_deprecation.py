@@ -363,13 +363,11 @@ async def test_patch_responses_carry_the_headers_of_their_shape_refusals_include
 
 
 async def test_an_upstream_failure_answer_carries_them_too(make_gateway: GatewayFactory, http: aiohttp.ClientSession) -> None:
-    import socket
+    from testing.ports import refusing_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    gateway = await make_gateway(f"http://127.0.0.1:{port}", deprecation=HEADERS_V21)
-    status, _, headers = await patch(http, gateway, V21_MEDIA_TYPE, V21_BODY)
+    with refusing_port() as port:  # held: nothing else can start listening there meanwhile
+        gateway = await make_gateway(f"http://127.0.0.1:{port}", deprecation=HEADERS_V21)
+        status, _, headers = await patch(http, gateway, V21_MEDIA_TYPE, V21_BODY)
     assert status == 502
     assert signals_of(headers) == V21_HEADERS
 

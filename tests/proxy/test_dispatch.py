@@ -16,6 +16,7 @@ import pytest
 import trustme
 from aiohttp import web
 
+from testing.ports import refusing_port, unanswered_port
 from tests.conftest import (
     Gateway,
     GatewayFactory,
@@ -29,12 +30,6 @@ from tests.conftest import (
 pytestmark = pytest.mark.both_loops
 
 REQUEST_ID = re.compile(r"req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -310,22 +305,23 @@ async def test_bodies_larger_than_client_max_size_stream_both_ways(
 
 
 async def test_refused_upstream_is_a_502_in_the_ims_error_shape(make_gateway: GatewayFactory, http: aiohttp.ClientSession) -> None:
-    gateway = await make_gateway(f"http://127.0.0.1:{free_port()}")
-    async with http.get(gateway.url + "/v2/images", headers={"X-Request-Id": "r-502"}) as response:
-        assert response.status == 502
-        assert response.headers["X-Request-Id"] == "r-502"
-        assert await response.json() == {
-            "error": {
-                "code": "IMSGW.0502",
-                "message": "The upstream refused the connection or could not be reached.",
-                "request_id": "r-502",
+    with refusing_port() as port:
+        gateway = await make_gateway(f"http://127.0.0.1:{port}")
+        async with http.get(gateway.url + "/v2/images", headers={"X-Request-Id": "r-502"}) as response:
+            assert response.status == 502
+            assert response.headers["X-Request-Id"] == "r-502"
+            assert await response.json() == {
+                "error": {
+                    "code": "IMSGW.0502",
+                    "message": "The upstream refused the connection or could not be reached.",
+                    "request_id": "r-502",
+                }
             }
-        }
-    async with http.get(gateway.admin_url + "/healthz") as response:
-        assert response.status == 200
-    async with http.get(gateway.admin_url + "/readyz") as response:
-        assert response.status == 503
-        assert (await response.json())["status"] == "upstream unreachable"
+        async with http.get(gateway.admin_url + "/healthz") as response:
+            assert response.status == 200
+        async with http.get(gateway.admin_url + "/readyz") as response:
+            assert response.status == 503
+            assert (await response.json())["status"] == "upstream unreachable"
 
 
 async def test_silent_upstream_is_a_504(recorder: Recorder, make_gateway: GatewayFactory, http: aiohttp.ClientSession) -> None:
@@ -349,25 +345,14 @@ async def test_silent_upstream_is_a_504(recorder: Recorder, make_gateway: Gatewa
 
 
 async def test_connect_timeout_is_a_504(make_gateway: GatewayFactory, http: aiohttp.ClientSession) -> None:
-    # A listener that never accepts, its backlog full: further handshakes never complete.
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        fillers = []
-        try:
-            for _ in range(4):
-                filler = socket.socket()
-                filler.setblocking(False)
-                filler.connect_ex(listener.getsockname())
-                fillers.append(filler)
-            port = listener.getsockname()[1]
-            gateway = await make_gateway(f"http://127.0.0.1:{port}", upstream={"connect_timeout": 0.3, "read_timeout": 0.3})
-            async with http.get(gateway.url + "/v2/images") as response:
-                assert response.status == 504
-                assert (await response.json())["error"]["code"] == "IMSGW.0504"
-        finally:
-            for filler in fillers:
-                filler.close()
+    # The handshake never completes; the read timeout is far off, so only connect_timeout can end it.
+    with unanswered_port() as port:
+        gateway = await make_gateway(f"http://127.0.0.1:{port}", upstream={"connect_timeout": 0.3, "read_timeout": 60})
+        async with http.get(gateway.url + "/v2/images") as response:
+            assert response.status == 504
+            error = (await response.json())["error"]
+    assert error["code"] == "IMSGW.0504"
+    assert error["message"] == "No connection to the upstream in time: it did not accept one, or the pool was busy."
 
 
 async def test_an_upstream_failing_mid_body_aborts_the_client_stream(
@@ -508,9 +493,13 @@ async def test_a_head_in_pieces_within_the_timeout_and_an_idle_connection_are_se
     host, port = gateway.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        await asyncio.sleep(0.8)  # idle before any byte: keepalive_timeout's, not the head's
+        # Idle before any byte for longer than header_timeout: keepalive_timeout's (75 s), not
+        # the head's. A slow machine only makes the idle longer, which proves as much.
+        await asyncio.sleep(0.6)
         writer.write(b"GET /v2/images HTTP/1.1\r\n")
-        await asyncio.sleep(0.2)
+        await writer.drain()
+        # Two pieces well inside the timeout (10x: a stalled loop cannot stretch 0.05 s past 0.5 s).
+        await asyncio.sleep(0.05)
         writer.write(b"Host: x\r\nConnection: close\r\n\r\n")
         answer = await asyncio.wait_for(reader.read(), 5)
     finally:

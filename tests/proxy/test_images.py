@@ -11,6 +11,7 @@ import pytest
 
 from gateway.patch.parser import ACCEPT_PATCH, V20_MEDIA_TYPE, V21_MEDIA_TYPE
 from ims_emulator.app import RecordedRequest, build_emulator_app
+from testing.ports import refusing_port
 from tests.conftest import Gateway, GatewayFactory, raw_request
 
 V20 = V20_MEDIA_TYPE
@@ -396,17 +397,15 @@ async def test_method_spelling_is_inspected_too(stack: Stack, method: str) -> No
 
 
 async def test_an_unreachable_upstream_is_a_502_for_a_patch(make_gateway: GatewayFactory, http: aiohttp.ClientSession) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    gateway = await make_gateway(f"http://127.0.0.1:{port}")
-    async with http.patch(
-        gateway.url + "/v2/images/abc", data=b'[{"op": "replace", "path": "/name", "value": "x"}]', headers={"Content-Type": V21}
-    ) as response:
-        assert response.status == 502
-        assert (await response.json())["error"]["code"] == "IMSGW.0502"
+    with refusing_port() as port:
+        gateway = await make_gateway(f"http://127.0.0.1:{port}")
+        async with http.patch(
+            gateway.url + "/v2/images/abc", data=b'[{"op": "replace", "path": "/name", "value": "x"}]', headers={"Content-Type": V21}
+        ) as response:
+            assert response.status == 502
+            error = (await response.json())["error"]
+    assert error["code"] == "IMSGW.0502"
+    assert error["message"] == "The upstream refused the connection or could not be reached."
 
 
 @pytest.mark.parametrize("declared", [True, False])

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -37,28 +38,25 @@ IMAGES = 20
 IMAGE_BYTES = 256 * 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# What the emulator command prints once it listens, with the port it got for port 0.
+_SERVING = re.compile(r"(?:Running|listening) on (http://127\.0\.0\.1:\d+)")
 
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    log = (tmp_path / "emulator.log").open("wb")
+    log_path = tmp_path / "emulator.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "emulator", "--listen", f"127.0.0.1:{port}"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT
-    )
+        [sys.executable, "-m", "gateway", "emulator", "--listen", "127.0.0.1:0"],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        while (serving := _SERVING.search(log_path.read_text(errors="replace"))) is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the emulator did not start:\n{log_path.read_text(errors='replace')}")
+            time.sleep(0.05)
+        yield serving[1]
     finally:
         process.terminate()
         process.wait(10)

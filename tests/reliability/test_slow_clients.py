@@ -22,12 +22,16 @@ from tests.reliability.conftest import (
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SLOW_CLIENTS = 30
+HEADER_TIMEOUT = 0.5
+KEEPALIVE_TIMEOUT = 4.0
 BODY = b'[{"op": "replace", "path": "/name", "value": "slow"}]'
 
 
 @pytest.fixture(scope="module")
 def gateway(faulty_upstream: FaultyUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    sections = {"server": {"header_timeout": 1.0, "body_timeout": 1.0, "keepalive_timeout": 3.0}}
+    # Margins a loaded machine cannot blow: every wait that must end before a timeout is at
+    # most a fifth of it; every wait that must outlast one only proves more when it is late.
+    sections = {"server": {"header_timeout": HEADER_TIMEOUT, "body_timeout": 1.0, "keepalive_timeout": KEEPALIVE_TIMEOUT}}
     process = GatewayProcess(tmp_path_factory.mktemp("slow"), faulty_upstream.url, sections)
     yield process
     process.stop()
@@ -89,7 +93,8 @@ async def test_a_trickled_patch_body_is_cut_off_while_others_are_served(gateway:
     upfront = len(head) - len(BODY)
     stop = asyncio.Event()
     normal = asyncio.ensure_future(keep_serving(gateway.url, stop))
-    results = await asyncio.gather(*(trickle(gateway.url, head, 0.1, upfront) for _ in range(SLOW_CLIENTS)))
+    # A byte every 0.2 s: the 53-byte body would take 10 s, ten times body_timeout.
+    results = await asyncio.gather(*(trickle(gateway.url, head, 0.2, upfront) for _ in range(SLOW_CLIENTS)))
     stop.set()
     statuses = await normal
     for sent, answer in results:
@@ -106,11 +111,13 @@ async def test_a_slow_but_timely_client_is_served(gateway: GatewayProcess, upstr
     host, port = gateway.url.removeprefix("http://").rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        # Idle for longer than header_timeout: the head's clock starts at its first byte.
-        await asyncio.sleep(1.5)
+        # Idle for longer than header_timeout: the head's clock starts at its first byte. The
+        # keep-alive clock runs from the connection's start: the head is whole by 0.85 s of 4 s.
+        await asyncio.sleep(HEADER_TIMEOUT * 1.5)
         for piece in (data[:20], data[20:-10], data[-10:]):
             writer.write(piece)
-            await asyncio.sleep(0.3)
+            await writer.drain()
+            await asyncio.sleep(HEADER_TIMEOUT / 10)
         response = await asyncio.wait_for(read_response(reader), 10)
     finally:
         writer.close()

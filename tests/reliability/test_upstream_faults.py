@@ -92,7 +92,8 @@ BEFORE_RESPONSE = {
 MID_STREAM = {
     "reset_mid:1000": "reset",
     "truncate:1000": "reset",
-    f"trickle:{READ_TIMEOUT * 2}": "timeout",
+    # Pieces 5x read_timeout apart: a late timer cannot be saved by the next piece.
+    f"trickle:{READ_TIMEOUT * 5}": "timeout",
 }
 
 
@@ -195,7 +196,8 @@ async def test_an_upstream_error_answer_is_passed_through(
 async def test_a_slow_answer_within_the_read_timeout_arrives_whole(
     gateway: GatewayProcess, upstream: FaultyUpstream, route: str
 ) -> None:
-    outcome = await attempt(gateway.url, ROUTES[route](f"slow:{READ_TIMEOUT / 2}"))
+    # A fifth of read_timeout: the upstream's thread shares the GIL with this test's loop.
+    outcome = await attempt(gateway.url, ROUTES[route](f"slow:{READ_TIMEOUT / 5}"))
     assert (outcome.status, outcome.complete) == (200, True)
 
 

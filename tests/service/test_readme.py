@@ -7,11 +7,11 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -26,28 +26,31 @@ def walk_through() -> str:
     return section.split("```sh\n", 1)[1].split("\n```", 1)[0]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# The gateway's start line, once both listeners are bound: the ports it got.
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+) \(admin on http://127\.0\.0\.1:(\d+)\)")
 
 
-def test_the_walk_through_works_as_written(tmp_path: object) -> None:
+def test_the_walk_through_works_as_written(tmp_path: Path) -> None:
     curl = shutil.which("curl")
     assert curl, "curl is needed (.ci/system-packages installs it)"
     script = walk_through()
     first = script.splitlines()[0]
     assert first == "GW=http://127.0.0.1:8080 ADMIN=http://127.0.0.1:9090", "the block starts by naming both listeners"
-    # The gateway exactly as `make run` starts it, on ports of this test's own.
-    port, admin = free_port(), free_port()
+    # The gateway exactly as `make run` starts it, on ports of its own: port 0, read back from its start line.
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMS_GATEWAY_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(REPO / "config" / "gateway.toml"),
-         "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(REPO / "config" / "gateway.toml"),
+             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+            cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
+        while (started := LISTENING.search(log_path.read_text(errors="replace"))) is None:
+            assert time.monotonic() < deadline and process.poll() is None, log_path.read_text(errors="replace")
+            time.sleep(0.05)
+        port, admin = int(started[1]), int(started[2])
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=2) as answer:
@@ -61,7 +64,7 @@ def test_the_walk_through_works_as_written(tmp_path: object) -> None:
         result = subprocess.run(["bash", "-euo", "pipefail", "-c", pasted], capture_output=True, text=True, timeout=60)
     finally:
         process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
+        process.wait(timeout=60)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert re.search(r"^HTTP/1.1 200 OK", out, re.MULTILINE)

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 import os
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +22,8 @@ from gateway.telemetry.stores.base import Bounds
 from gateway.telemetry.stores.redis_store import RedisStore
 from gateway.telemetry.stores.sqlite_store import SqliteStore
 from testing.paths import REPO
-from testing.report_stores import RedisServer, free_port
+from testing.ports import refusing_port
+from testing.report_stores import RedisServer
 from tests.telemetry.report_calls import batch, call
 
 NOW = time.time()
@@ -132,8 +133,8 @@ def test_a_file_that_is_not_a_report_is_exit_1(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_a_redis_that_does_not_answer_is_exit_1_without_its_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    port = free_port()
-    code, _, err = run(capsys, "--config", str(config(tmp_path, f'store = "redis://:hunter2@127.0.0.1:{port}/0"\nstore_timeout = 2.0')))
+    with refusing_port() as port:  # held: no server can start listening there meanwhile
+        code, _, err = run(capsys, "--config", str(config(tmp_path, f'store = "redis://:hunter2@127.0.0.1:{port}/0"\nstore_timeout = 2.0')))
     assert code == 1
     assert err.startswith(f"ims-gateway report: cannot read redis://:***@127.0.0.1:{port}/0: ConnectionError") and err.count("\n") == 1
     assert "hunter2" not in err
@@ -152,8 +153,8 @@ def test_json_and_csv_at_once_are_refused(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_the_memory_store_with_no_gateway_running_is_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    port = free_port()
-    code, out, err = run(capsys, "--config", str(config(tmp_path, server=f'admin_listen = "0.0.0.0:{port}"')))
+    with refusing_port() as port:  # held: no gateway can start listening there meanwhile
+        code, out, err = run(capsys, "--config", str(config(tmp_path, server=f'admin_listen = "0.0.0.0:{port}"')))
     url = f"http://127.0.0.1:{port}/deprecations"
     assert (code, out) == (1, "")
     assert err.splitlines() == [
@@ -162,24 +163,29 @@ def test_the_memory_store_with_no_gateway_running_is_exit_1(tmp_path: Path, caps
     ]
 
 
+# The gateway's start line, once both listeners are bound: the ports it got.
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+) \(admin on http://127\.0\.0\.1:(\d+)\)")
+
+
 @pytest.mark.e2e
 def test_the_memory_store_is_read_from_the_running_gateway(tmp_path: Path) -> None:
-    listen, admin = free_port(), free_port()
-    settings = config(tmp_path, server=f'listen = "127.0.0.1:{listen}"\nadmin_listen = "127.0.0.1:{admin}"\ndrain_delay = 0.0')
+    # Both listeners on port 0; the gateway's start line says which ports it got, and the
+    # report command is told the admin one as an operator would (the environment).
+    settings = config(tmp_path, server='listen = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\ndrain_delay = 0.0')
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMS_GATEWAY_")}
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(settings)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(settings)],
+            cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", admin), 0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and gateway.poll() is None
-                time.sleep(0.05)
+        while (started := LISTENING.search(log_path.read_text(errors="replace"))) is None:
+            assert time.monotonic() < deadline and gateway.poll() is None, log_path.read_text(errors="replace")
+            time.sleep(0.05)
+        listen, admin = int(started[1]), int(started[2])
+        env["IMS_GATEWAY_SERVER_ADMIN_LISTEN"] = f"127.0.0.1:{admin}"
         request = urllib.request.Request(
             f"http://127.0.0.1:{listen}/v2/images/nope", method="PATCH", data=b'[{"replace": "/name", "value": "x"}]',
             headers={"Content-Type": "application/openstack-images-v2.0-json-patch", "User-Agent": "openstacksdk/3.0"},

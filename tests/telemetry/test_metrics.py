@@ -7,7 +7,6 @@ import gzip
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import uuid
@@ -34,6 +33,7 @@ from gateway.telemetry.metrics import Metrics
 from gateway.vocabulary import Route
 from ims_emulator.app import build_emulator_app
 from testing.paths import REPO
+from testing.ports import refusing_port
 from tests.conftest import (
     Gateway,
     GatewayFactory,
@@ -75,12 +75,6 @@ async def eventually(check: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.01)
     assert check()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Stack:
@@ -156,9 +150,10 @@ async def test_each_outcome_is_counted_once(
 async def test_an_unreachable_upstream_is_an_upstream_error(
     make_gateway: GatewayFactory, http: aiohttp.ClientSession
 ) -> None:
-    gateway = await make_gateway(f"http://127.0.0.1:{free_port()}")
-    async with http.patch(gateway.url + "/v2/images/abc", data=RENAME_V21, headers={"Content-Type": V21}) as response:
-        assert response.status == 502
+    with refusing_port() as port:
+        gateway = await make_gateway(f"http://127.0.0.1:{port}")
+        async with http.patch(gateway.url + "/v2/images/abc", data=RENAME_V21, headers={"Content-Type": V21}) as response:
+            assert response.status == 502
     assert value(gateway, "ims_gateway_deprecated_calls_total", shape="v2.1", outcome="upstream_error", mode="enforce") == 1
     assert value(gateway, "ims_gateway_upstream_errors_total", kind="refused", stage="before_response") == 1
     assert value(gateway, "ims_gateway_requests_total", method="PATCH", route="image_patch", status_class="5xx") == 1
@@ -219,14 +214,21 @@ async def test_a_trickled_body_is_counted_as_a_body_timeout(
     emulator_url: str, make_gateway: GatewayFactory, http: aiohttp.ClientSession
 ) -> None:
     gateway = await make_gateway(emulator_url, server={"body_timeout": 0.3})
+    answered = asyncio.Event()
 
     async def trickle() -> Any:
         yield b'[{"op": "replace", '
-        await asyncio.sleep(1)
+        await answered.wait()  # the rest never comes before the answer, however slow the machine
         yield b'"path": "/name", "value": "x"}]'
 
-    async with http.patch(f"{gateway.url}/v2/images/a", data=trickle(), headers={"Content-Type": V21}) as response:
-        assert response.status == 408
+    try:
+        async with (
+            asyncio.timeout(10),  # without a body timeout the request would wait for ever
+            http.patch(f"{gateway.url}/v2/images/a", data=trickle(), headers={"Content-Type": V21}) as response,
+        ):
+            assert response.status == 408
+    finally:
+        answered.set()
     await eventually(lambda: total(gateway, "ims_gateway_deprecated_rejections_total") == 1)
     rejections = "ims_gateway_deprecated_rejections_total"
     assert value(gateway, rejections, shape="v2.1", reason="body_timeout", mode="enforce") == 1
