@@ -218,7 +218,12 @@ async def test_redis_away_changes_no_answer_and_the_report_catches_up_when_it_re
     assert (back["store"]["answered"], back["store"]["problem"], back["store"]["pending_calls"]) == (True, None, 0)
     assert reported(back) == await calls_counted(http, gateway) == 50
     assert await metric(http, gateway, "ims_gateway_report_dropped_total") == 0
-    assert "migration report store" in gateway.log() and "answers again" in gateway.log()
+    # The log thread writes its lines in batches: wait for the one saying the store is back.
+    async def logged_back() -> bool:
+        return "answers again" in gateway.log()
+
+    await until(logged_back, "the log line saying the store answers again", timeout=10)
+    assert "migration report store" in gateway.log()
     assert "Traceback" not in gateway.log()
 
 
