@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,7 @@ import trustme
 
 from gateway.service.cli import main
 from testing.paths import REPO
+from testing.ports import refusing_port
 
 pytestmark = pytest.mark.e2e
 
@@ -39,20 +41,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def wait_for(url: str, context: ssl.SSLContext | None = None, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2, context=context):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 def request(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
             context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
@@ -63,22 +51,59 @@ def request(method: str, url: str, body: bytes | None = None, headers: dict[str,
         return error.code, dict(error.headers), error.read()
 
 
+# The start lines that say which ports a process got (it is started on port 0).
+GATEWAY_LISTENING = re.compile(r"listening on https?://127\.0\.0\.1:(\d+) \(admin on http://127\.0\.0\.1:(\d+)\)")
+EMULATOR_LISTENING = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
+
+
 class Process:
+    """The real command, its output (stdout and stderr) collected by a thread as it comes."""
+
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", *args], env=env, cwd=REPO,
+            [sys.executable, "-m", "gateway", *args], env={**env, "PYTHONUNBUFFERED": "1"}, cwd=REPO,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        )  # fmt: skip
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def wait_for_line(self, pattern: re.Pattern[str], timeout: float = 30.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while (found := pattern.search(self.output())) is None:
+            assert self.proc.poll() is None, f"exited with {self.proc.returncode}:\n{self.output()}"
+            assert time.monotonic() < deadline, f"no line matching {pattern.pattern!r} in {timeout} s:\n{self.output()}"
+            time.sleep(0.02)
+        return found
+
+    def listening(self) -> tuple[int, int]:
+        """The gateway's traffic and admin ports, from its start line (both are bound by then)."""
+        found = self.wait_for_line(GATEWAY_LISTENING)
+        return int(found[1]), int(found[2])
+
+    def emulator_port(self) -> int:
+        return int(self.wait_for_line(EMULATOR_LISTENING)[1])
 
     def stop(self) -> str:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            output, _ = self.proc.communicate(timeout=30)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            output, _ = self.proc.communicate()
-        return output
+            self.proc.wait()
+        self._reader.join(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.output()
 
 
 @pytest.fixture
@@ -130,10 +155,9 @@ def test_bad_flag_values_are_refused() -> None:
 
 
 def test_serve_without_an_upstream_starts_the_emulator_and_says_so(processes: list[Process]) -> None:
-    port, admin = free_port(), free_port()
-    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env())
+    process = Process(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], clean_env())
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, admin = process.listening()
     status, _, body = request(
         "POST", f"http://127.0.0.1:{port}/v2/images",
         json.dumps({"name": "cli", "container_format": "bare", "disk_format": "raw"}).encode(),
@@ -158,19 +182,20 @@ def test_serve_without_an_upstream_starts_the_emulator_and_says_so(processes: li
 def test_flags_override_the_environment_which_overrides_the_file(
     processes: list[Process], tmp_path: Path
 ) -> None:
-    emulator_port = free_port()
-    emulator = Process(["emulator", "--listen", f"127.0.0.1:{emulator_port}"], clean_env())
+    emulator = Process(["emulator", "--listen", "127.0.0.1:0"], clean_env())
     processes.append(emulator)
-    wait_for(f"http://127.0.0.1:{emulator_port}/v2/images")
-    port, admin, unused = free_port(), free_port(), free_port()
+    emulator_port = emulator.emulator_port()
     config = tmp_path / "gateway.toml"
-    config.write_text(f'[server]\nlisten = "127.0.0.1:{unused}"\n[upstream]\nurl = "http://127.0.0.1:1"\n')
+    # The file's addresses and upstream lose to the flag and the environment: were they
+    # used, the gateway would listen on port 1 (not a port of its own) and forward there.
+    config.write_text('[server]\nlisten = "127.0.0.1:1"\nadmin_listen = "127.0.0.1:1"\n[upstream]\nurl = "http://127.0.0.1:1"\n')
     gateway = Process(
-        ["serve", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
-        clean_env(IMS_GATEWAY_UPSTREAM_URL=f"http://127.0.0.1:{emulator_port}", IMS_GATEWAY_SERVER_ADMIN_LISTEN=f"127.0.0.1:{admin}"),
+        ["serve", "--config", str(config), "--listen", "127.0.0.1:0"],
+        clean_env(IMS_GATEWAY_UPSTREAM_URL=f"http://127.0.0.1:{emulator_port}", IMS_GATEWAY_SERVER_ADMIN_LISTEN="127.0.0.1:0"),
     )
     processes.append(gateway)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, admin = gateway.listening()
+    assert 1 not in (port, admin)
     status, _, body = request("GET", f"http://127.0.0.1:{port}/v2/images")
     assert status == 200
     assert json.loads(body)["images"] == []
@@ -185,15 +210,14 @@ def test_https_listener_from_the_config_file(processes: list[Process], tmp_path:
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
-    port, admin = free_port(), free_port()
     config = tmp_path / "gateway.toml"
     config.write_text(
-        f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_listen = "127.0.0.1:{admin}"\n'
+        '[server]\nlisten = "127.0.0.1:0"\nadmin_listen = "127.0.0.1:0"\n'
         f'tls_cert = "{cert_file}"\ntls_key = "{key_file}"\n'
     )
     process = Process(["serve", "--config", str(config)], clean_env())
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, _ = process.listening()
     context = ssl.create_default_context()
     ca.configure_trust(context)
     status, headers, _ = request("GET", f"https://127.0.0.1:{port}/v2/images", context=context)
@@ -203,10 +227,9 @@ def test_https_listener_from_the_config_file(processes: list[Process], tmp_path:
 
 
 def test_the_emulator_command(processes: list[Process]) -> None:
-    port = free_port()
-    process = Process(["emulator", "--listen", f"127.0.0.1:{port}"], clean_env())
+    process = Process(["emulator", "--listen", "127.0.0.1:0"], clean_env())
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{port}/v2/images")
+    port = process.emulator_port()
     status, _, body = request("GET", f"http://127.0.0.1:{port}/v2/images?limit=1")
     assert status == 200
     assert json.loads(body)["images"] == []
@@ -226,13 +249,12 @@ def test_console_script_and_module_are_the_same_program() -> None:
 
 @pytest.mark.parametrize(("access_log", "expected"), [("true", True), ("false", False)])
 def test_the_access_log_can_be_turned_off(processes: list[Process], access_log: str, expected: bool) -> None:
-    port, admin = free_port(), free_port()
     process = Process(
-        ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
+        ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
         clean_env(IMS_GATEWAY_LOGGING_ACCESS_LOG=access_log),
     )
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, admin = process.listening()
     status, headers, _ = request("GET", f"http://127.0.0.1:{port}/v2/images", headers={"X-Request-Id": "access-1"})
     assert status == 200
     output = process.stop()
@@ -245,13 +267,12 @@ def test_the_access_log_can_be_turned_off(processes: list[Process], access_log: 
 @pytest.mark.parametrize(("choice", "loop"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")])
 def test_the_event_loop_is_the_configured_one(processes: list[Process], choice: str, loop: str) -> None:
     pytest.importorskip("uvloop")
-    port, admin = free_port(), free_port()
     process = Process(
-        ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
+        ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
         clean_env(IMS_GATEWAY_SERVER_EVENT_LOOP=choice),
     )
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, admin = process.listening()
     status, _, _ = request("GET", f"http://127.0.0.1:{port}/v2/images")
     assert status == 200
     output = process.stop()
@@ -323,10 +344,9 @@ def test_a_port_in_use_is_one_line_naming_the_setting_and_exit_2(
 def test_ctrl_c_stops_at_once_while_sigterm_keeps_the_drain_delay(
     processes: list[Process], signum: signal.Signals, delay: float, within: tuple[float, float]
 ) -> None:
-    port, admin = free_port(), free_port()
-    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env(IMS_GATEWAY_SERVER_DRAIN_DELAY=str(delay)))
+    process = Process(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], clean_env(IMS_GATEWAY_SERVER_DRAIN_DELAY=str(delay)))
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, admin = process.listening()
     assert request("GET", f"http://127.0.0.1:{port}/v2/images")[0] == 200
     started = time.monotonic()
     process.proc.send_signal(signum)
@@ -340,10 +360,9 @@ def test_ctrl_c_stops_at_once_while_sigterm_keeps_the_drain_delay(
 
 
 def test_one_log_line_per_request_with_the_built_in_emulator(processes: list[Process]) -> None:
-    port, admin = free_port(), free_port()
-    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env())
+    process = Process(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], clean_env())
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, admin = process.listening()
     assert request("GET", f"http://127.0.0.1:{admin}/readyz")[0] == 200  # the readiness check reaches the emulator too
     for n in range(3):
         assert request("GET", f"http://127.0.0.1:{port}/v2/images", headers={"X-Request-Id": f"one-{n}"})[0] == 200
@@ -362,10 +381,9 @@ def deprecated_calls(output: str) -> list[dict[str, object]]:
 def test_the_call_line_says_whether_its_outcome_was_enforced(
     processes: list[Process], mode: str, status: int, enforced: bool
 ) -> None:
-    port, admin = free_port(), free_port()
-    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env(IMS_GATEWAY_PATCH_MODE=mode))
+    process = Process(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], clean_env(IMS_GATEWAY_PATCH_MODE=mode))
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, admin = process.listening()
     image = json.loads(request("POST", f"http://127.0.0.1:{port}/v2/images", b'{"name": "x"}', {"Content-Type": "application/json"})[2])
     answered, _, _ = request(
         "PATCH", f"http://127.0.0.1:{port}/v2/images/{image['id']}", b'[{"op": "add", "path": "/__os_type", "value": "Linux"}]',
@@ -381,12 +399,16 @@ def test_the_call_line_says_whether_its_outcome_was_enforced(
 
 
 def test_an_unreachable_upstream_makes_readyz_log_a_short_reason(processes: list[Process]) -> None:
-    port, admin, closed = free_port(), free_port(), free_port()
+    with refusing_port() as closed:
+        unreachable_upstream_logs_a_short_reason(processes, closed)
+
+
+def unreachable_upstream_logs_a_short_reason(processes: list[Process], closed: int) -> None:
     process = Process(
-        ["--upstream", f"http://127.0.0.1:{closed}", "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env()
+        ["--upstream", f"http://127.0.0.1:{closed}", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], clean_env()
     )
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, admin = process.listening()
     status, _, body = request("GET", f"http://127.0.0.1:{admin}/readyz")
     assert (status, json.loads(body)["status"]) == (503, "upstream unreachable")
     warnings = [line for line in process.stop().splitlines() if " WARNING " in line]
@@ -405,10 +427,9 @@ def metric_samples(text: str) -> list[tuple[str, float]]:
 
 
 def test_metrics_after_a_few_requests_have_no_created_or_untouched_zero_series(processes: list[Process]) -> None:
-    port, admin = free_port(), free_port()
-    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env())
+    process = Process(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], clean_env())
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, admin = process.listening()
     base = f"http://127.0.0.1:{port}/v2/images"
     image = json.loads(request("POST", base, b'{"name": "m"}', {"Content-Type": "application/json"})[2])
     for body in (b'[{"replace": "/name", "value": "n"}]', b'[{"replace": "/status", "value": "active"}]'):
@@ -427,10 +448,9 @@ def test_metrics_after_a_few_requests_have_no_created_or_untouched_zero_series(p
 
 
 def test_a_forbidden_attribute_is_refused_with_the_code_scripts_match_and_the_reason_logs_use(processes: list[Process]) -> None:
-    port, admin = free_port(), free_port()
-    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env())
+    process = Process(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], clean_env())
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, admin = process.listening()
     image = json.loads(request("POST", f"http://127.0.0.1:{port}/v2/images", b'{"name": "r"}', {"Content-Type": "application/json"})[2])
     status, _, body = request(
         "PATCH", f"http://127.0.0.1:{port}/v2/images/{image['id']}", b'[{"op": "replace", "path": "/min_ram", "value": 1}]',
@@ -446,10 +466,9 @@ def test_a_forbidden_attribute_is_refused_with_the_code_scripts_match_and_the_re
 
 
 def test_a_malformed_body_has_no_reason_field(processes: list[Process]) -> None:
-    port, admin = free_port(), free_port()
-    process = Process(["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"], clean_env())
+    process = Process(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], clean_env())
     processes.append(process)
-    wait_for(f"http://127.0.0.1:{admin}/healthz")
+    port, admin = process.listening()
     status, _, body = request(
         "PATCH", f"http://127.0.0.1:{port}/v2/images/x", b"not json", {"Content-Type": "application/openstack-images-v2.1-json-patch"}
     )
