@@ -957,6 +957,17 @@ WHITESPACE_ESCAPE_CASES = [
         200,
         result={"\u200bname": "x"},
     ),
+    *(
+        PatchCase(
+            f"pointer-lone-surrogate-{shape}",
+            content_type,
+            ops(make("add", "/ na\ud800me", "x")),
+            500,
+            SERVER_ERROR,
+            gateway_status=400,
+        )
+        for shape, content_type, make in (_shaped(0), _shaped(1))
+    ),
     PatchCase("pointer-only-whitespace-is-the-empty-attribute", V20, ops(v20("add", "/\u3000", "x")), 200, result={"": "x"}),
 ]
 

@@ -293,7 +293,7 @@ def test_the_gateway_decodes_pointers_as_rfc_6901_with_glances_differences(
 
 def test_a_lone_surrogate_in_a_pointer_is_the_gateways_own_refusal() -> None:
     # Glance reads "/na\ud800me" (RFC 6901 too); the gateway refuses it on purpose
-    # (gateway/patch/parser.py): readers differ on the name such a string spells.
+    # (docs/compatibility.md): readers differ on the name such a string spells.
     pointer = "/na\ud800me"
     assert glance_tokens(pointer) == rfc6901_tokens(pointer) == ("na\ud800me",)
 
