@@ -8,6 +8,7 @@ requirements.txt, constraints.txt or the Python version change.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -24,13 +25,14 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 LOG = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "glance-requirements.txt"
+DESERIALIZER = HERE / "glance_deserializer.py"
 CONSTRAINTS = HERE / "glance-constraints.txt"
 
 # The packages whose versions a report names; the JSON file keeps the full freeze.
@@ -215,6 +217,24 @@ def _freeze(venv: Path) -> dict[str, str]:
         timeout=60,
     ).stdout
     return dict(sorted(json.loads(output).items()))
+
+
+def deserialize(env: GlanceEnv, requests: list[tuple[str | None, bytes | None]]) -> list[dict[str, Any]]:
+    """Glance's RequestDeserializer.update on each (Content-Type, body) request, in one
+    process of the Glance virtualenv (glance_deserializer.py says what comes back)."""
+    payload = [[content_type, None if body is None else base64.b64encode(body).decode()] for content_type, body in requests]
+    result = subprocess.run(
+        [str(env.python), "-I", str(DESERIALIZER)],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{DESERIALIZER.name} failed with exit code {result.returncode}:\n{result.stderr[-3000:]}")
+    answers: list[dict[str, Any]] = json.loads(result.stdout)
+    return answers
 
 
 def api_config(workdir: Path, paste_ini: Path) -> str:

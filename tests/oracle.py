@@ -8,6 +8,7 @@ shipped configuration or the emulator, so that a mistake there cannot hide here.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 # Every attribute IMS itself defines, in the reference's order. Only name and
@@ -48,6 +49,13 @@ GLANCE_OBJECT_NAMES: Final = frozenset({
 })  # fmt: skip
 
 
+# IMS names its own extended attributes with a leading "__" (every "__" name above). The
+# README's policy reserves that whole namespace but for __description, so that an IMS
+# attribute added after this table was copied is refused too: stricter than the
+# reference, and documented.
+IMS_NAMESPACE: Final = "__"
+
+
 def may_be_changed(name: str) -> bool:
     """Whether PATCH /v2/images/{image_id} may change the attribute, by the IMS reference's rule:
     the name, the description and customized attributes (any name IMS and Glance do not define)."""
@@ -66,3 +74,67 @@ def forbidden_changes(before: dict[str, object], after: dict[str, object] | None
         for name in sorted(set(before) | set(after))
         if name != "updated_at" and before.get(name) != after.get(name) and not may_be_changed(name)
     ]
+
+
+def gateway_refuses(path: tuple[str, ...]) -> bool:
+    """Whether the gateway's documented policy (README, "Policy") refuses a change of the
+    decoded ``path``: what the reference forbids, IMS's "__" namespace, and any path deeper
+    than one attribute (``/tags/-``)."""
+    if len(path) != 1:
+        return True
+    name = path[0]
+    if name.startswith(IMS_NAMESPACE) and name not in MODIFIABLE_SYSTEM_ATTRIBUTES:
+        return True
+    return not may_be_changed(name)
+
+
+def glance_depth_ok(op: str, path: tuple[str, ...]) -> bool:
+    """Glance's depth rule: one token, but two for add and remove of /locations/N."""
+    return len(path) == (2 if path[0] == "locations" and op != "replace" else 1)
+
+
+# -- JSON pointers --------------------------------------------------------------------
+
+
+class PointerRefused(ValueError):
+    """A pointer the reading refuses."""
+
+
+def rfc6901_tokens(pointer: str) -> tuple[str, ...]:
+    """RFC 6901's reading: "" is the whole document; otherwise "/" then tokens split on
+    "/", each with "~1" turned into "/" and then "~0" into "~" (in that order, section 4),
+    and "~" followed by anything else an error."""
+    if pointer == "":
+        return ()
+    if not pointer.startswith("/"):
+        raise PointerRefused(f"{pointer!r} does not start with '/'")
+    tokens = pointer[1:].split("/")
+    for token in tokens:
+        if re.search("~(?![01])", token):
+            raise PointerRefused(f"{token!r} has a '~' that is not ~0 or ~1")
+    return tuple(token.replace("~1", "/").replace("~0", "~") for token in tokens)
+
+
+# Unicode whitespace: what str.strip() removes and what re's \s matches (the same 29).
+WHITESPACE: Final = tuple(
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def glance_tokens(pointer: str) -> tuple[str, ...]:
+    """Glance's reading (glance-json-patch.md, section 3), as RFC 6901's with Glance's
+    differences spelled out: it refuses "" and a few pointers the RFC reads (an empty or
+    blank token after the first "/", a trailing "/"), drops every leading "/" (``//a`` is
+    ``a``, where the RFC reads "" then "a"), and strips Unicode whitespace around each
+    decoded token (the RFC keeps it)."""
+    if pointer == "":
+        raise PointerRefused("Glance refuses the empty pointer (RFC 6901: the whole document)")
+    rest = pointer[1:]
+    if not pointer.startswith("/") or re.search(r"/\s*/", rest):
+        raise PointerRefused(f"{pointer!r}: no leading '/', or an empty or blank token inside")
+    if len(pointer) > 1 and pointer.endswith("/"):
+        raise PointerRefused(f"{pointer!r} ends with '/'")
+    if rest.strip() == "/":
+        raise PointerRefused(f"{pointer!r} has only blank tokens")
+    return tuple(token.strip() for token in rfc6901_tokens("/" + pointer.lstrip("/")))

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.oracle import WHITESPACE
+
 from .imageapi import V20, V21
 
 # Every case starts from an image created with these attributes.
@@ -828,6 +830,147 @@ MIX_CASES = [
     ),
 ]
 
+
+# -- whitespace, "~" escapes and forbidden names together ------------------------------
+# What tests/patch covers, sent to the real Glance: every character str.strip() removes
+# (WHITESPACE, all 29), next to and between escapes, around forbidden names.
+
+def _u(char: str) -> str:
+    return f"U+{ord(char):04X}"
+
+
+def _shaped(index: int) -> tuple[str, str, Any]:
+    return ("v21", V21, v21) if index % 2 == 0 else ("v20", V20, v20)
+
+
+# One forbidden name per whitespace character, in turn: (op, name, value, Glance's
+# status, Glance's message). Glance takes the IMS ones and some of its own; it refuses
+# its read-only and reserved ones with 403. The gateway refuses them all with 400.
+_FORBIDDEN_IN_TURN: list[tuple[str, str, Any, int, str | None]] = [
+    ("replace", "min_ram", 512, 200, None),
+    ("add", "__os_type", "Linux", 200, None),
+    ("replace", "visibility", "private", 200, None),
+    ("replace", "id", "x", 403, _read_only("id")),
+    ("add", "os_glance_x", "x", 403, _reserved("os_glance_x")),
+    ("add", "__platform", "Ubuntu", 200, None),
+    ("replace", "min_disk", 3, 200, None),
+    ("replace", "checksum", "x", 403, _read_only("checksum")),
+    ("add", "__support_kvm", "true", 200, None),
+    ("replace", "os_hidden", True, 200, None),
+]
+
+WHITESPACE_ESCAPE_CASES = [
+    *(
+        PatchCase(
+            f"pointer-every-unicode-whitespace-{shape}",
+            content_type,
+            ops(*(make("add", f"/{char}ws{index:02d}{char}", "x") for index, char in enumerate(WHITESPACE))),
+            200,
+            result={f"ws{index:02d}": "x" for index in range(len(WHITESPACE))},
+        )
+        for shape, content_type, make in (_shaped(0), _shaped(1))
+    ),
+    *(
+        PatchCase(
+            f"pointer-every-unicode-whitespace-around-escapes-{shape}",
+            content_type,
+            ops(*(make("add", f"/{char}~0e{index:02d}~1{char}", "x") for index, char in enumerate(WHITESPACE))),
+            200,
+            result={f"~e{index:02d}/": "x" for index in range(len(WHITESPACE))},
+        )
+        for shape, content_type, make in (_shaped(0), _shaped(1))
+    ),
+    *(
+        PatchCase(
+            f"forbidden-{name}-padded-with-{_u(char)}",
+            _shaped(index)[1],
+            ops(_shaped(index)[2](op, f"/{char}{name}{char * (index % 3)}", value)),
+            status,
+            message,
+            result={name: value} if status == 200 else {},
+            gateway_status=400,
+        )
+        for index, char in enumerate(WHITESPACE)
+        for op, name, value, status, message in [_FORBIDDEN_IN_TURN[index % len(_FORBIDDEN_IN_TURN)]]
+    ),
+    PatchCase(
+        "forbidden-escaped-slash-in-ims-namespace",
+        V21,
+        ops(v21("add", "/__os~1type", "Linux")),
+        200,
+        result={"__os/type": "Linux"},
+        gateway_status=400,
+    ),
+    PatchCase(
+        "forbidden-escaped-tilde-in-ims-namespace-padded",
+        V20,
+        ops(v20("add", "/\u00a0__os~0type\u3000", "Linux")),
+        200,
+        result={"__os~type": "Linux"},
+        gateway_status=400,
+    ),
+    PatchCase(
+        "forbidden-after-an-allowed-escaped-change",
+        V21,
+        ops(v21("add", "/ a~1b ", "x"), v21("replace", "/\u2003min_ram", 512)),
+        200,
+        result={"a/b": "x", "min_ram": 512},
+        gateway_status=400,
+    ),
+    PatchCase(
+        "reserved-escaped-and-padded",
+        V21,
+        ops(v21("add", "/\u2003os_glance~1x\u2003", "x")),
+        403,
+        _reserved("os_glance/x"),
+        gateway_status=400,
+    ),
+    PatchCase(
+        "read-only-padded-next-to-an-escape",
+        V20,
+        ops(v20("add", "/\tsize\x0b", 1)),
+        403,
+        _read_only("size"),
+        gateway_status=400,
+    ),
+    PatchCase("pointer-escaped-slash-padded", V21, ops(v21("add", "/ ~1 ", "x")), 200, result={"/": "x"}),
+    PatchCase("pointer-escape-order-padded", V20, ops(v20("add", "/\t~01\u3000", "x")), 200, result={"~1": "x"}),
+    PatchCase(
+        "pointer-whitespace-between-tilde-and-digit",
+        V21,
+        ops(v21("add", "/a~ 1b", "x")),
+        400,
+        _pointer("/a~ 1b", 'contains "~" not part of a recognized escape sequence.'),
+    ),
+    PatchCase(
+        "pointer-whitespace-after-a-lone-tilde",
+        V20,
+        ops(v20("add", "/ab~\u00a0", "x")),
+        400,
+        _pointer("/ab~\u00a0", 'contains "~" not part of a recognized escape sequence.'),
+    ),
+    PatchCase("pointer-padded-escape-depth", V21, ops(v21("add", "/ a~1b / c", "x")), 400, _depth("/a/b/c")),
+    PatchCase(
+        "pointer-zero-width-space-is-not-whitespace",
+        V21,
+        ops(v21("add", "/\u200bname", "x")),
+        200,
+        result={"\u200bname": "x"},
+    ),
+    *(
+        PatchCase(
+            f"pointer-lone-surrogate-{shape}",
+            content_type,
+            ops(make("add", "/ na\ud800me", "x")),
+            500,
+            SERVER_ERROR,
+            gateway_status=400,
+        )
+        for shape, content_type, make in (_shaped(0), _shaped(1))
+    ),
+    PatchCase("pointer-only-whitespace-is-the-empty-attribute", V20, ops(v20("add", "/\u3000", "x")), 200, result={"": "x"}),
+]
+
 ALL_CASES: tuple[PatchCase, ...] = tuple(
     MEDIA_TYPE_CASES
     + BODY_CASES
@@ -838,4 +981,5 @@ ALL_CASES: tuple[PatchCase, ...] = tuple(
     + UPSTREAM_CASES
     + V20_ADD_CASES
     + MIX_CASES
+    + WHITESPACE_ESCAPE_CASES
 )

@@ -60,7 +60,8 @@ NO_CONTENT_TYPE = Deliberate(
     errors.UNSUPPORTED_MEDIA_TYPE,
     f"The request media type  is not supported by this server. Image PATCH expects Content-Type one of: {ACCEPT_PATCH}",
 )
-ALL_DELIBERATE = (FORBIDDEN, NON_STRING_PATH, NON_JSON_NUMBER, REPEATED_MEMBER, COMPRESSED, NO_CONTENT_TYPE)
+LONE_SURROGATE = Deliberate("a `path` with a lone surrogate escape", 400, errors.BAD_REQUEST)
+ALL_DELIBERATE = (FORBIDDEN, NON_STRING_PATH, NON_JSON_NUMBER, REPEATED_MEMBER, COMPRESSED, NO_CONTENT_TYPE, LONE_SURROGATE)
 
 _NAMED = {
     **dict.fromkeys(
@@ -70,6 +71,7 @@ _NAMED = {
     **dict.fromkeys(("json-nan-value", "json-nan-in-ignored-value", "json-infinity-in-ignored-value"), NON_JSON_NUMBER),
     "json-duplicate-key-last-wins": REPEATED_MEMBER,
     "ct-missing": NO_CONTENT_TYPE,
+    **dict.fromkeys(("pointer-lone-surrogate-v21", "pointer-lone-surrogate-v20"), LONE_SURROGATE),
 }
 
 
