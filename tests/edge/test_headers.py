@@ -133,3 +133,8 @@ def test_the_per_name_caches_stay_bounded_and_right(monkeypatch: pytest.MonkeyPa
         assert list(end_to_end(headers).keys()) == [name, "SCRIPT_NAME"]
         assert len(getattr(hygiene, cache)) <= 4096
     assert routing_headers(CIMultiDict([("Path-Info", "/x"), ("a_b", "1")])) == [("Path-Info", "path_info"), ("a_b", "underscore")]
+
+
+def test_a_hop_by_hop_header_repeated_in_any_letter_case_is_dropped_every_time() -> None:
+    headers = CIMultiDict([("Keep-Alive", "5"), ("X-Kept", "y"), ("keep-alive", "6"), ("TE", "trailers"), ("te", "x")])
+    assert list(end_to_end(headers).items()) == [("X-Kept", "y")]
