@@ -190,7 +190,7 @@ def test_an_encoded_method_override_is_found_wherever_it_sits_in_the_query(raw_p
     assert query_overrides_method(raw_path)
 
 
-@pytest.mark.parametrize("raw_path", ["/v2/images/x?q=%0A", "/v2/images/x?q=%0A?r", "/v2/images/x?a=\n"])
+@pytest.mark.parametrize("raw_path", ["/v2/images/x?q=%0A", "/v2/images/x?q=%0A?r", "/v2/images/x?a=\n", "/v2/images/x?a=\n?b"])
 def test_control_characters_in_the_query_are_not_the_paths(raw_path: str) -> None:
     assert not has_control_characters(raw_path)
 
