@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
+from gateway.edge import headers as hygiene
 from gateway.edge.headers import (
+    X_FORWARDED_FOR,
+    append,
     connection_drops_kept_header,
     end_to_end,
     fresh_request_id,
@@ -76,3 +79,62 @@ def test_end_to_end_drops_hop_by_hop_and_what_connection_names_in_any_letter_cas
 def test_request_ids_are_version_4_uuids() -> None:
     rid = fresh_request_id()
     assert rid.startswith("req-") and rid[18] == "4" and rid[23] in "89ab" and len(rid) == 40
+
+
+def test_request_ids_are_lower_case_hex() -> None:
+    for _ in range(20):
+        digits = fresh_request_id().removeprefix("req-").replace("-", "")
+        assert len(digits) == 32 and set(digits) <= set("0123456789abcdef")
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ([], ["127.0.0.1"]),
+        ([("X-Forwarded-For", "10.0.0.1")], ["10.0.0.1, 127.0.0.1"]),
+        ([("x-forwarded-for", "10.0.0.1, 10.0.0.2")], ["10.0.0.1, 10.0.0.2, 127.0.0.1"]),
+        ([("X-Forwarded-For", "10.0.0.1"), ("X-FORWARDED-FOR", "10.0.0.2")], ["10.0.0.1, 10.0.0.2, 127.0.0.1"]),
+        ([("X-Forwarded-For", "")], ["127.0.0.1"]),
+    ],
+)
+def test_append_joins_every_field_and_adds_the_value_last(before: list[tuple[str, str]], after: list[str]) -> None:
+    headers = CIMultiDict([("X-Kept", "1"), *before])
+    append(headers, X_FORWARDED_FOR, "127.0.0.1")
+    assert headers.getall("X-Forwarded-For") == after
+    assert headers["X-Kept"] == "1"
+
+
+@pytest.mark.parametrize(
+    "connection",
+    [
+        [("Connection", "x-a,X-B")],
+        [("Connection", "X-A , x-b")],
+        [("Connection", "x-a"), ("CONNECTION", "x-b")],
+        [("connection", "keep-alive,x-a, ,X-B")],
+    ],
+)
+def test_end_to_end_drops_every_name_of_a_connection_list(connection: list[tuple[str, str]]) -> None:
+    headers = CIMultiDict([*connection, ("X-A", "1"), ("x-a", "2"), ("x-b", "3"), ("X-Kept", "y")])
+    assert list(end_to_end(headers).items()) == [("X-Kept", "y")]
+
+
+@pytest.mark.parametrize("connection", ["close,Content-Type", "keep-alive,authorization"])
+def test_connection_names_are_split_at_commas_without_spaces(connection: str) -> None:
+    assert connection_drops_kept_header(CIMultiDict([("Connection", connection)])) == connection.split(",")[1]
+
+
+@pytest.mark.parametrize("cache", ["_ROUTING_LABELS", "_HOP_BY_HOP_OF"])
+def test_the_per_name_caches_stay_bounded_and_right(monkeypatch: pytest.MonkeyPatch, cache: str) -> None:
+    monkeypatch.setattr(hygiene, cache, {})
+    names = [f"X-Name-{number}" for number in range(5000)]
+    for name in names:
+        headers = CIMultiDict([(name, "1"), ("SCRIPT_NAME", "/a"), ("Keep-Alive", "5")])
+        assert routing_headers(headers) == [("SCRIPT_NAME", "script_name")]
+        assert list(end_to_end(headers).keys()) == [name, "SCRIPT_NAME"]
+        assert len(getattr(hygiene, cache)) <= 4096
+    assert routing_headers(CIMultiDict([("Path-Info", "/x"), ("a_b", "1")])) == [("Path-Info", "path_info"), ("a_b", "underscore")]
+
+
+def test_a_hop_by_hop_header_repeated_in_any_letter_case_is_dropped_every_time() -> None:
+    headers = CIMultiDict([("Keep-Alive", "5"), ("X-Kept", "y"), ("keep-alive", "6"), ("TE", "trailers"), ("te", "x")])
+    assert list(end_to_end(headers).items()) == [("X-Kept", "y")]

@@ -926,3 +926,72 @@ def test_change_and_patch_are_frozen() -> None:
         Patch(Shape.V21, (change,)).changes = ()  # type: ignore[misc]
     assert Change("remove", ("a",), "/a").value is ABSENT
     assert repr(ABSENT) == "ABSENT"
+
+
+# -- value depth, the options cache, the fast path (mutation testing found these unchecked) --
+
+
+@pytest.mark.parametrize(
+    ("value", "levels"),
+    [
+        ("x", 0),
+        ([], 1),
+        ({"a": 1}, 1),
+        ([["a"]], 2),
+        ({"a": {"b": 1}}, 2),
+        ([{"a": [1]}], 3),
+        ({"a": [{"b": {}}]}, 4),
+        ([1, [2, [3]], "x"], 3),
+    ],
+)
+def test_a_value_nested_exactly_to_the_limit_passes_and_one_deeper_is_refused(value: Any, levels: int) -> None:
+    for limit in range(levels, levels + 2):
+        (change,) = parse(V21, v21_add("/team", value), max_value_depth=limit).changes
+        assert change.value == value
+    if levels:
+        body = body_of([{"op": "add", "path": "/team", "value": "ok"}, {"op": "add", "path": "/team", "value": value}])
+        error = refusal(V21, body, max_value_depth=levels - 1)
+        assert error.index == 1
+        assert error.message == f'Operation object 1: the member "value" is nested more than {levels - 1} levels deep.'
+
+
+@pytest.fixture
+def cold_options_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """parse keeps its options per combination; start from none, as a fresh process does."""
+    from gateway.patch import parser
+
+    monkeypatch.setattr(parser, "_OPTIONS", {})
+
+
+@pytest.mark.usefixtures("cold_options_cache")
+@pytest.mark.parametrize("warm", [False, True])
+def test_every_option_counts_from_a_cold_cache_and_a_warm_one(warm: bool) -> None:
+    duplicate = b'[{"add": "/team", "add": "/team", "value": "x"}]'
+    deep = body_of([{"add": "/team", "value": [[1]]}])
+    read_only = body_of([{"replace": "/status", "value": "active"}])
+    for _ in range(2 if warm else 1):
+        assert refusal(V20, duplicate, reject_duplicate_members=True).reason == "duplicate_member"
+        assert parse(V20, duplicate).changes[0].path == ("team",)
+        assert refusal(V20, deep, max_value_depth=1).reason == "too_deep"
+        assert parse(V20, deep, max_value_depth=2).changes[0].value == [[1]]
+        assert refusal(V20, read_only).status == 403
+        assert parse(V20, read_only, glance_attribute_checks=False).changes[0].path == ("status",)
+        assert parse(V21, v21_add("/team", {"a": 1}), max_value_depth=1).changes[0].op == "add"
+        assert refusal(V21, body_of([{"add": "/team", "value": 1}]), max_value_depth=5).status == 400
+
+
+@pytest.mark.parametrize(
+    ("content_type", "item"),
+    [
+        (V21, {"replace": "/name", "value": "x"}),
+        (V21, {"op": "replace", "value": "x"}),
+        (V20, {"op": "replace", "path": "/name", "value": "x"}),
+    ],
+)
+def test_without_attribute_checks_each_shape_is_still_read_as_itself(content_type: str, item: dict[str, Any]) -> None:
+    error = refusal(content_type, body_of([item]), glance_attribute_checks=False)
+    assert error.status == 400
+
+
+def test_a_pointer_of_two_slashes_ends_with_a_slash() -> None:
+    assert refusal(V21, v21_add("//")).message == 'Pointer `//` end with "/".'

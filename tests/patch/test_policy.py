@@ -18,6 +18,7 @@ from gateway.patch.policy import (
     Policy,
     Violation,
 )
+from testing.paths import REPO
 
 ONLY = "only name, __description and customized attributes may be modified through this API"
 OPS = ("add", "remove", "replace")
@@ -335,3 +336,24 @@ def test_policy_exposes_its_configuration() -> None:
     assert policy.allowed_system_attributes == frozenset({"name", "__description"})
     assert policy.forbidden_attributes == frozenset(DEFAULT_FORBIDDEN_ATTRIBUTES)
     assert policy.forbidden_prefixes == ("__", "x")
+
+
+def _shipped_and_default_policies() -> list[Policy]:
+    from gateway import config
+    from gateway.config.generation import Config
+
+    shipped = config.load(REPO / "config" / "gateway.toml", environ={})
+    return [DEFAULT, Config.from_settings(shipped).policy, Config.from_settings(config.build({})).policy]
+
+
+@pytest.mark.parametrize("policy", _shipped_and_default_policies(), ids=["Policy()", "config/gateway.toml", "built-in defaults"])
+@pytest.mark.parametrize(
+    "pointer", ["/protected", "/os_glance_import_task", "/os_glance", "/__os_type", "/__anything", "/visibility", "/min_ram"]
+)
+def test_what_glance_protects_and_ims_owns_is_refused_by_every_shipped_policy(policy: Policy, pointer: str) -> None:
+    assert [violation.attribute for violation in policy.violations([change(pointer)])] == [pointer[1:]]
+
+
+@pytest.mark.parametrize("policy", _shipped_and_default_policies(), ids=["Policy()", "config/gateway.toml", "built-in defaults"])
+def test_what_a_user_may_change_passes_every_shipped_policy(policy: Policy) -> None:
+    assert policy.violations([change("/name"), change("/__description"), change("/team", "add"), change("/os_distro")]) == []
