@@ -1,6 +1,7 @@
 -- wrk script: one fixed request (method, content type, body from the command line) and a
 -- JSON summary line the runner parses.
---   wrk ... -s patch.lua URL -- METHOD CONTENT_TYPE BODY
+--   wrk ... -s patch.lua URL -- METHOD CONTENT_TYPE BODY [HEADERS]
+-- HEADERS: more request headers, one "Name: value" per line (a signed call's).
 function init(args)
     wrk.method = args[1] or "GET"
     if args[2] and args[2] ~= "" then
@@ -10,6 +11,10 @@ function init(args)
         wrk.body = args[3]
     end
     wrk.headers["X-Auth-Token"] = "bench-token"
+    for line in string.gmatch(args[4] or "", "[^\n]+") do
+        local name, value = string.match(line, "^([^:]+): (.*)$")
+        wrk.headers[name] = value
+    end
 end
 
 function done(summary, latency, requests)

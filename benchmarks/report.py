@@ -13,10 +13,13 @@ QUIET = "ims-gateway, 1 worker, access log and metrics off"
 ASYNCIO = "ims-gateway, 1 worker, asyncio's loop"
 SQLITE = "ims-gateway, 1 worker, report in SQLite"
 REDIS = "ims-gateway, 1 worker, report in Redis"
+RESIGNING = "ims-gateway, 1 worker, holding the signing key"
 # The rates workloads measure these too; the streaming ones only the gateway as shipped.
-VARIANTS = (ACCESS_LOG_OFF, QUIET, ASYNCIO, SQLITE, REDIS)
+VARIANTS = (ACCESS_LOG_OFF, QUIET, ASYNCIO, SQLITE, REDIS, RESIGNING)
 # The report stores are measured on the image PATCHes only: the only requests that feed them.
 STORES = (SQLITE, REDIS)
+# The signed workloads are measured on these paths only, and the key holder on nothing else.
+SIGNED_PATHS = (FLOOR, GATEWAY, RESIGNING)
 
 
 @dataclasses.dataclass
@@ -169,6 +172,25 @@ def stores_table(results: Sequence[Result]) -> list[str]:
             result = find(results, workload, path)
             cells.append(_number(ratio(results, result) if result else None, 2))
         if cells[1] != "—" or cells[2] != "—":
+            lines.append(f"| {workload} | {' | '.join(cells)} |")
+    return lines if len(lines) > 2 else []
+
+
+def signing_table(results: Sequence[Result]) -> list[str]:
+    """Issue 13's check: what a signature costs, against the same PATCH unsigned, each × the floor."""
+    lines = [
+        "| workload | unsigned, as shipped | signed, key not held: passed through | ÷ unsigned | signed, key held: verified, rewritten, re-signed | ÷ unsigned |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for workload in ("PATCH v2.0", "PATCH v2.1"):
+        unsigned = find(results, workload, GATEWAY)
+        base = ratio(results, unsigned) if unsigned else None
+        cells = [_number(base, 2)]
+        for path in (GATEWAY, RESIGNING):
+            result = find(results, f"{workload}, AK/SK signed", path)
+            value = ratio(results, result) if result else None
+            cells += [_number(value, 2), _number(value / base if value and base else None, 2)]
+        if cells[1] != "—" or cells[3] != "—":
             lines.append(f"| {workload} | {' | '.join(cells)} |")
     return lines if len(lines) > 2 else []
 

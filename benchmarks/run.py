@@ -26,7 +26,20 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks import loads, report, servers
-from benchmarks.report import ACCESS_LOG_OFF, ASYNCIO, FLOOR, GATEWAY, QUIET, REDIS, SQLITE, STORES, VARIANTS, Result
+from benchmarks.report import (
+    ACCESS_LOG_OFF,
+    ASYNCIO,
+    FLOOR,
+    GATEWAY,
+    QUIET,
+    REDIS,
+    RESIGNING,
+    SIGNED_PATHS,
+    SQLITE,
+    STORES,
+    VARIANTS,
+    Result,
+)
 from testing.report_stores import RedisServer, store_environment
 
 GIB = 1024**3
@@ -100,12 +113,16 @@ class Paths:
             self.notes.append(f"{name}: not measured: {str(exc).splitlines()[-1]}")
             print(f"!! {name} not started: {exc}", file=sys.stderr)
 
-    def measured(self, *, variants: bool = True, stores: bool = False) -> list[tuple[str, str, servers.Server | None]]:
+    def measured(self, *, variants: bool = True, stores: bool = False, signed: bool = False) -> list[tuple[str, str, servers.Server | None]]:
         """(name, url, proxy server or None for the direct path); ``variants``: the levers-off
-        paths too; ``stores``: the report-store paths too."""
-        rows: list[tuple[str, str, servers.Server | None]] = [(DIRECT, self.upstream.url, None)]
+        paths too; ``stores``: the report-store paths too; ``signed``: the signed-call paths only."""
+        rows: list[tuple[str, str, servers.Server | None]] = [] if signed else [(DIRECT, self.upstream.url, None)]
         for name, server in self.proxies.items():
-            if (name not in VARIANTS or variants) and (name not in STORES or stores):
+            if signed:
+                wanted = name in SIGNED_PATHS
+            else:
+                wanted = (name not in VARIANTS or variants) and (name not in STORES or stores) and name != RESIGNING
+            if wanted:
                 rows.append((name, server.url, server))
         return [row for row in rows if _chosen(row[0], self.only)]
 
@@ -129,6 +146,7 @@ def started(args: argparse.Namespace, workdir: Path, area: servers.Spool) -> Ite
             except (OSError, RuntimeError) as exc:
                 paths.notes.append(f"{REDIS}: not measured: redis-server did not start ({str(exc).splitlines()[0]})")
         VARIANT_ENV[SQLITE] = store_environment("sqlite", workdir)
+        VARIANT_ENV[RESIGNING] = {"IMS_GATEWAY_SIGNING_CREDENTIALS_FILE": str(loads.credentials_file(workdir))}
         if redis is not None:
             VARIANT_ENV[REDIS] = store_environment("redis", workdir, redis.url)
         workers = f"ims-gateway, {args.workers} workers"
@@ -170,8 +188,9 @@ def _chosen(name: str, only: str) -> bool:
 
 def measure_rates(args: argparse.Namespace, paths: Paths) -> list[Result]:
     samples: dict[tuple[str, str], list[Result]] = {}
-    for call in (call for call in loads.CALLS if _chosen(call.name, args.workloads or "")):
-        rows = paths.measured(stores=call.name in ("PATCH v2.0", "PATCH v2.1"))
+    for workload in (call for call in (*loads.CALLS, *loads.SIGNED_CALLS) if _chosen(call.name, args.workloads or "")):
+        call = loads.signed_now(workload)  # a signed call is signed just before it is measured
+        rows = paths.measured(stores=call.name in ("PATCH v2.0", "PATCH v2.1"), signed=call.signed)
         for name, url, _ in rows:
             loads.check_call(url, call, call.expected_status(name))
         floor = next((row for row in rows if row[0] == FLOOR), None)
@@ -252,6 +271,9 @@ def render(args: argparse.Namespace, when: str, host: str, rates: list[Result], 
     stores = report.stores_table(rates)
     if stores:
         lines += ["## The migration report's stores on the image PATCH path (issue 17), × the floor", "", *stores, ""]
+    signed = report.signing_table(rates)
+    if signed:
+        lines += ["## AK/SK signed image PATCHes (issue 13), × the floor, and ÷ the same PATCH unsigned", "", *signed, ""]
     if rates:
         lines += [
             f"## Requests/s: wrk, {args.connections} connections, {args.seconds} s per path, median of {args.rounds}",
