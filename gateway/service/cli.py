@@ -35,7 +35,7 @@ def _address(text: str) -> str:
     try:
         Address.parse(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {exc}") from None
     return text
 
 
@@ -118,11 +118,19 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     return {name: table for name, table in (("server", server), ("upstream", upstream)) if table}
 
 
+class CannotServeTls(Exception):
+    """server.tls_cert / server.tls_key do not make a usable certificate and key."""
+
+
 def server_ssl(settings: Settings) -> ssl.SSLContext | None:
     if not settings.server.tls_cert:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(settings.server.tls_cert, settings.server.tls_key)
+    try:
+        context.load_cert_chain(settings.server.tls_cert, settings.server.tls_key or None)
+    except (ssl.SSLError, OSError) as exc:  # SSLError is an OSError: not a listening problem
+        named = "server.tls_cert, server.tls_key" if settings.server.tls_key else "server.tls_cert"
+        raise CannotServeTls(f"cannot use the TLS certificate and key ({named}): {exc.strerror or exc}") from exc
     return context
 
 
@@ -160,11 +168,12 @@ async def serve(
         await runner.setup()
         started.push_async_callback(runner.cleanup)
         listen, admin = settings.server.listen, settings.server.admin_listen
+        tls = server_ssl(settings)
         with listening.opening(listen, "server.listen"):
             if sockets is None:
-                await web.TCPSite(runner, listen.host, listen.port, ssl_context=server_ssl(settings)).start()
+                await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls).start()
             else:
-                await web.SockSite(runner, sockets[0], ssl_context=server_ssl(settings)).start()
+                await web.SockSite(runner, sockets[0], ssl_context=tls).start()
         with listening.opening(admin, "server.admin_listen"):
             if sockets is None:
                 await web.TCPSite(admin_runner, admin.host, admin.port).start()
@@ -177,17 +186,26 @@ async def serve(
                 url,
             )
         scheme = "https" if settings.server.tls_cert else "http"
-        log.info(
-            "ims-gateway %s listening on %s://%s (admin on http://%s), forwarding to %s; event loop: %s",
-            __version__, scheme, _bound(runner), _bound(admin_runner), url, _loop_name(),
-        )
-        await _serve_until_stopped(settings, gateway, lifecycle, inherited=sockets is not None)
+
+        def started_line() -> None:
+            log.info(
+                "ims-gateway %s listening on %s://%s (admin on http://%s), forwarding to %s; event loop: %s",
+                __version__, scheme, _bound(runner), _bound(admin_runner), url, _loop_name(),
+            )
+
+        await _serve_until_stopped(settings, gateway, lifecycle, inherited=sockets is not None, started=started_line)
     log.info("stopped")
     return 0
 
 
-async def _serve_until_stopped(settings: Settings, gateway: web.Application, lifecycle: Lifecycle, *, inherited: bool) -> None:
-    """Until SIGTERM or SIGINT, then the drain delay (SIGTERM only); the caller closes the listeners."""
+async def _serve_until_stopped(
+    settings: Settings, gateway: web.Application, lifecycle: Lifecycle, *, inherited: bool, started: Callable[[], None]
+) -> None:
+    """Until SIGTERM or SIGINT, then the drain delay (SIGTERM only); the caller closes the listeners.
+
+    ``started`` (the start line) runs once the signal handlers are in place: whoever waits
+    for that line may signal at once.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     delay = 0.0
@@ -223,6 +241,7 @@ async def _serve_until_stopped(settings: Settings, gateway: web.Application, lif
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, reload.reload, gateway)
+    started()
     watching = asyncio.ensure_future(workers.watch_parent(lambda: on_signal(signal.SIGTERM))) if inherited else None
     await stop.wait()
     if watching is not None:
@@ -296,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.logging.level, settings.logging.access_log)
     inherited = args.inherit_sockets
     try:
+        server_ssl(settings)  # a certificate that cannot be used stops the start here, before any worker
         if settings.server.workers > 1 and inherited is None:
             return workers.supervise(settings, worker_command(args), settings.server.workers)
         sockets = workers.inherited(inherited) if inherited else None
@@ -307,6 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         flag = {"server.listen": args.listen and "--listen", "server.admin_listen": args.admin_listen and "--admin-listen"}
         logs.stop()  # the lines logged so far come first
         print(f"ims-gateway: {exc.named(flag.get(exc.setting) or exc.setting)}", file=sys.stderr)
+        return 2
+    except CannotServeTls as exc:
+        logs.stop()
+        print(f"ims-gateway: {exc}", file=sys.stderr)
         return 2
 
 

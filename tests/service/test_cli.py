@@ -151,7 +151,7 @@ def test_bad_flag_values_are_refused() -> None:
         capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 2
-    assert "argument --listen: 'nowhere': HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080" in result.stderr
+    assert "argument --listen: 'nowhere': expected HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080" in result.stderr
 
 
 def test_serve_without_an_upstream_starts_the_emulator_and_says_so(processes: list[Process]) -> None:
@@ -519,8 +519,23 @@ def test_an_unknown_flag_of_another_command_shows_its_usage(capsys: pytest.Captu
 def test_a_bad_address_reads_as_what_is_expected(capsys: pytest.CaptureFixture[str], tmp_path: Path, listen: str, message: str) -> None:
     with pytest.raises(SystemExit):
         main(["serve", "--listen", listen])
-    assert capsys.readouterr().err.endswith(f"error: argument --listen: {listen!r}: {message}\n")
+    assert capsys.readouterr().err.endswith(f"error: argument --listen: {listen!r}: expected {message}\n")
     config = tmp_path / "gateway.toml"
     config.write_text(f'[server]\nlisten = "{listen}"\n')
     assert main(["check-config", str(config)]) == 2
     assert f'server.listen: "{listen}" is not allowed: expected {message}\n' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_unusable_certificate_is_one_line_naming_the_settings(tmp_path: Path, workers: str) -> None:
+    # A PEM block that is no certificate: the TLS library refuses it (an OSError, like a busy port).
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+    env = clean_env(IMS_GATEWAY_SERVER_TLS_CERT=str(bad), IMS_GATEWAY_SERVER_TLS_KEY=str(bad), XDG_STATE_HOME=str(tmp_path))
+    args = ["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--workers", workers, "--upstream", "http://127.0.0.1:1"]
+    result = run(args, env)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()  # one line, nothing else
+    assert line.startswith("ims-gateway: cannot use the TLS certificate and key (server.tls_cert, server.tls_key): ")
+    assert "cannot listen" not in result.stderr and "Traceback" not in result.stderr
+    assert "worker" not in result.stderr  # refused before any worker started
