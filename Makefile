@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 
 .PHONY: run test test-fast lint mutation install bench clean
 
+# A venv that could not be made is removed again, so that the next run tries afresh.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
 
 # What each target needs, installed once and again only when pyproject.toml changes (a
@@ -31,12 +32,12 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 $(LINT_STAMP): pyproject.toml | $(BIN)/python
 	@echo "installing ruff and mypy into $(VENV) (again only when pyproject.toml changes)"
 	@$(BIN)/pip install --quiet -e '.[test,uvloop,lint]' >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
-	@touch $@
+	@touch $@ $(TEST_STAMP) $(RUNTIME_STAMP)
 
 $(MUTATION_STAMP): pyproject.toml | $(BIN)/python
 	@echo "installing mutmut into $(VENV) (again only when pyproject.toml changes)"
 	@$(BIN)/pip install --quiet -e '.[test,uvloop,mutation]' >$(PIP_LOG) 2>&1 || { cat $(PIP_LOG); exit 1; }
-	@touch $@
+	@touch $@ $(TEST_STAMP) $(RUNTIME_STAMP)
 
 install: $(TEST_STAMP)
 

@@ -2,7 +2,7 @@
 configuration (sqlite, filesystem store, no authentication) and a gunicorn process.
 
 Glance and the OpenStack clients never enter the gateway's virtualenv: they live in
-``$IMS_GATEWAY_CACHE/glance-venv`` (default ``~/.cache/ims-gateway``), rebuilt when
+``$GLANCE_HARNESS_CACHE/glance-venv`` (default ``~/.cache/ims-gateway``), rebuilt when
 requirements.txt, constraints.txt or the Python version change.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -28,7 +29,9 @@ glibc_only = pytest.mark.skipif(allocator.platform.libc_ver()[0] != "glibc", rea
 
 
 def probe(mode: str) -> list[str]:
-    result = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=60, check=True)
+    # glibc's own defaults, whatever this shell tuned.
+    env = {k: v for k, v in os.environ.items() if k not in allocator.OPERATOR_TUNING}
+    result = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=60, check=True, env=env)
     return result.stdout.split("\n")[:-1]
 
 
