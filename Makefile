@@ -51,9 +51,9 @@ test: install
 	@.ci/system-packages
 	$(BIN)/pytest
 
-## The inner loop: every test but the end-to-end and slow ones, about a minute (docs/testing.md).
+## The inner loop: every test but the end-to-end and slow ones, on every core: under a minute (docs/testing.md).
 test-fast: install
-	$(BIN)/pytest -q -m "not e2e and not slow" -p no:cacheprovider
+	$(BIN)/pytest -q -m "not e2e and not slow" -p no:cacheprovider -n auto
 
 ## ruff and mypy, as CI runs them.
 lint: $(LINT_STAMP)
