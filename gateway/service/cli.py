@@ -142,10 +142,12 @@ async def serve(
     settings: Settings,
     load: Callable[[], Settings] | None = None,
     sockets: tuple[socket.socket, socket.socket] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP (or POST /reload on the admin listener) re-runs ``load``.
 
-    ``sockets`` (gateway, admin) are a worker's listeners, inherited from the supervisor.
+    ``sockets`` (gateway, admin) are a worker's listeners, inherited from the supervisor;
+    ``tls`` the listener's context, ``server_ssl(settings)`` (made once, by ``main``).
     """
     from ims_emulator.app import start_emulator
 
@@ -168,7 +170,6 @@ async def serve(
         await runner.setup()
         started.push_async_callback(runner.cleanup)
         listen, admin = settings.server.listen, settings.server.admin_listen
-        tls = server_ssl(settings)
         with listening.opening(listen, "server.listen"):
             if sockets is None:
                 await web.TCPSite(runner, listen.host, listen.port, ssl_context=tls).start()
@@ -315,14 +316,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.logging.level, settings.logging.access_log)
     inherited = args.inherit_sockets
     try:
-        server_ssl(settings)  # a certificate that cannot be used stops the start here, before any worker
+        tls = server_ssl(settings)  # a certificate that cannot be used stops the start here, before any worker
         if settings.server.workers > 1 and inherited is None:
             return workers.supervise(settings, worker_command(args), settings.server.workers)
         sockets = workers.inherited(inherited) if inherited else None
         log.debug("allocator: %s", allocator.hold_steady())
         # A reload re-reads the same file, environment and flags.
         with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
-            return runner.run(serve(settings, load=lambda: load_settings(args), sockets=sockets))
+            return runner.run(serve(settings, load=lambda: load_settings(args), sockets=sockets, tls=tls))
     except listening.CannotListen as exc:
         flag = {"server.listen": args.listen and "--listen", "server.admin_listen": args.admin_listen and "--admin-listen"}
         logs.stop()  # the lines logged so far come first
