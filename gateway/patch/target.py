@@ -64,12 +64,12 @@ def media_types(values: Iterable[str]) -> set[str]:
 
 def is_json_patch(content_types: Iterable[str]) -> bool:
     """Whether any reader could take the body for one of Glance's image PATCH shapes."""
-    return not _JSON_PATCH.isdisjoint(media_types(content_types))
+    return names_json_patch(media_types(content_types))
 
 
 def is_form(content_types: Iterable[str]) -> bool:
     """A form body: Routes reads a ``_method`` override from it."""
-    return not _FORMS.isdisjoint(media_types(content_types))
+    return names_form(media_types(content_types))
 
 
 def names_json_patch(media: set[str] | frozenset[str]) -> bool:
