@@ -14,8 +14,11 @@ true; a server started for a test binds port 0 and says which port it got.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
-from collections.abc import Iterator
+import subprocess
+import time
+from collections.abc import Callable, Iterator
 
 LOOPBACK = "127.0.0.1"
 
@@ -81,4 +84,23 @@ def stop_listening(listener: socket.socket) -> None:
     listener.shutdown(socket.SHUT_RD)
 
 
-__all__ = ["LOOPBACK", "refusing_port", "reusable_listener", "stop_listening", "unanswered_port"]
+
+
+# A gateway's start line, logged once both listeners are bound: the ports it got.
+GATEWAY_STARTED = re.compile(r"listening on https?://127\.0\.0\.1:(\d+) \(admin on http://127\.0\.0\.1:(\d+)\)")
+
+
+def started_ports(output: Callable[[], str], process: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 30.0) -> tuple[int, int]:
+    """The (traffic, admin) ports a gateway started on port 0 says it listens on.
+
+    ``output`` reads what the process has written so far (its log file, its collected pipe).
+    """
+    deadline = time.monotonic() + timeout
+    while (found := GATEWAY_STARTED.search(output())) is None:
+        assert process.poll() is None, f"the gateway exited with {process.returncode}:\n{output()}"
+        assert time.monotonic() < deadline, f"no start line in {timeout} s:\n{output()}"
+        time.sleep(0.02)
+    return int(found[1]), int(found[2])
+
+
+__all__ = ["GATEWAY_STARTED", "LOOPBACK", "refusing_port", "reusable_listener", "started_ports", "stop_listening", "unanswered_port"]

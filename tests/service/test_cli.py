@@ -22,7 +22,7 @@ import trustme
 
 from gateway.service.cli import main
 from testing.paths import REPO
-from testing.ports import refusing_port
+from testing.ports import refusing_port, started_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -51,8 +51,7 @@ def request(method: str, url: str, body: bytes | None = None, headers: dict[str,
         return error.code, dict(error.headers), error.read()
 
 
-# The start lines that say which ports a process got (it is started on port 0).
-GATEWAY_LISTENING = re.compile(r"listening on https?://127\.0\.0\.1:(\d+) \(admin on http://127\.0\.0\.1:(\d+)\)")
+# The emulator's start line (aiohttp's): the port it got (it is started on port 0).
 EMULATOR_LISTENING = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
 
 
@@ -86,8 +85,7 @@ class Process:
 
     def listening(self) -> tuple[int, int]:
         """The gateway's traffic and admin ports, from its start line (both are bound by then)."""
-        found = self.wait_for_line(GATEWAY_LISTENING)
-        return int(found[1]), int(found[2])
+        return started_ports(self.output, self.proc)
 
     def emulator_port(self) -> int:
         return int(self.wait_for_line(EMULATOR_LISTENING)[1])

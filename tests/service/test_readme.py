@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from testing.paths import README, REPO
+from testing.ports import started_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -24,10 +25,6 @@ def walk_through() -> str:
     """The first sh block of the README's 'Try it' section."""
     section = README.read_text().split("\n## Try it\n", 1)[1]
     return section.split("```sh\n", 1)[1].split("\n```", 1)[0]
-
-
-# The gateway's start line, once both listeners are bound: the ports it got.
-LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+) \(admin on http://127\.0\.0\.1:(\d+)\)")
 
 
 def test_the_walk_through_works_as_written(tmp_path: Path) -> None:
@@ -46,11 +43,8 @@ def test_the_walk_through_works_as_written(tmp_path: Path) -> None:
             cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
     try:
+        port, admin = started_ports(lambda: log_path.read_text(errors="replace"), process)
         deadline = time.monotonic() + 30
-        while (started := LISTENING.search(log_path.read_text(errors="replace"))) is None:
-            assert time.monotonic() < deadline and process.poll() is None, log_path.read_text(errors="replace")
-            time.sleep(0.05)
-        port, admin = int(started[1]), int(started[2])
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=2) as answer:

@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from gateway.telemetry.stores.base import Bounds
 from gateway.telemetry.stores.redis_store import RedisStore
 from gateway.telemetry.stores.sqlite_store import SqliteStore
 from testing.paths import REPO
-from testing.ports import refusing_port
+from testing.ports import refusing_port, started_ports
 from testing.report_stores import RedisServer
 from tests.telemetry.report_calls import batch, call
 
@@ -163,10 +162,6 @@ def test_the_memory_store_with_no_gateway_running_is_exit_1(tmp_path: Path, caps
     ]
 
 
-# The gateway's start line, once both listeners are bound: the ports it got.
-LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+) \(admin on http://127\.0\.0\.1:(\d+)\)")
-
-
 @pytest.mark.e2e
 def test_the_memory_store_is_read_from_the_running_gateway(tmp_path: Path) -> None:
     # Both listeners on port 0; the gateway's start line says which ports it got, and the
@@ -180,11 +175,7 @@ def test_the_memory_store_is_read_from_the_running_gateway(tmp_path: Path) -> No
             cwd=REPO, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while (started := LISTENING.search(log_path.read_text(errors="replace"))) is None:
-            assert time.monotonic() < deadline and gateway.poll() is None, log_path.read_text(errors="replace")
-            time.sleep(0.05)
-        listen, admin = int(started[1]), int(started[2])
+        listen, admin = started_ports(lambda: log_path.read_text(errors="replace"), gateway)
         env["IMS_GATEWAY_SERVER_ADMIN_LISTEN"] = f"127.0.0.1:{admin}"
         request = urllib.request.Request(
             f"http://127.0.0.1:{listen}/v2/images/nope", method="PATCH", data=b'[{"replace": "/name", "value": "x"}]',
