@@ -124,10 +124,25 @@ class Upstream:
         data: bytes | aiohttp.StreamReader | AsyncIterator[bytes] | None,
         context: RequestContext | None = None,
     ) -> AsyncIterator[Reply]:
+        """``send``, the reply released when the block ends."""
+        reply = await self.send(method, raw_path, headers, data, context)
+        try:
+            yield reply
+        finally:
+            reply.release()
+
+    async def send(
+        self,
+        method: str,
+        raw_path: str,
+        headers: CIMultiDict[str],
+        data: bytes | aiohttp.StreamReader | AsyncIterator[bytes] | None,
+        context: RequestContext | None = None,
+    ) -> Reply:
         """Send one request upstream; connection and timeout failures become GatewayError.
 
-        With a ``context``, the time until IMS's response headers is added to its
-        ``upstream_seconds``.
+        The caller releases the reply. With a ``context``, the time until IMS's response
+        headers is added to its ``upstream_seconds``.
         """
         signed = context.signed if context is not None else None
         if signed is not None and signed.handling is Signature.RESIGNED:
@@ -136,17 +151,15 @@ class Upstream:
         if hdrs.HOST not in headers:
             headers[hdrs.HOST] = self._host  # HTTP/1.1 wants one (the readiness check sends no other)
         started = time.perf_counter()
-        reply: Reply
         try:
             if data is None or isinstance(data, bytes):
-                reply = await self.pool.request(
+                return await self.pool.request(
                     method, self._prefix + raw_path, headers.items(), data, retry=method in IDEMPOTENT and data is None
                 )
-            else:
-                reply = Streamed(await self.session.request(
-                    method, self.url_for(raw_path), headers=headers, data=data,
-                    allow_redirects=False, skip_auto_headers=SKIP_AUTO_HEADERS, compress=None,
-                ))  # fmt: skip
+            return Streamed(await self.session.request(
+                method, self.url_for(raw_path), headers=headers, data=data,
+                allow_redirects=False, skip_auto_headers=SKIP_AUTO_HEADERS, compress=None,
+            ))  # fmt: skip
         except UpstreamError as exc:
             log.warning("upstream %s: %s %s: %s", exc.failure.kind, method, self.base, exc.failure.message)
             raise
@@ -157,10 +170,6 @@ class Upstream:
         finally:
             if context is not None:
                 context.upstream_seconds = (context.upstream_seconds or 0.0) + time.perf_counter() - started
-        try:
-            yield reply
-        finally:
-            reply.release()
 
     async def call(
         self,
@@ -171,9 +180,12 @@ class Upstream:
         context: RequestContext | None = None,
     ) -> Answer:
         """A small call: the body in memory, the whole answer read (at most MAX_ANSWER_BYTES)."""
-        async with self.exchange(method, raw_path, headers, body, context) as reply:
+        reply = await self.send(method, raw_path, headers, body, context)
+        try:
             data = await read_whole(reply)
-            return Answer(reply.status, reply.reason or "", reply.headers, data)
+        finally:
+            reply.release()
+        return Answer(reply.status, reply.reason or "", reply.headers, data)
 
 
 class Reply(Protocol):

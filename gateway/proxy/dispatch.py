@@ -83,7 +83,7 @@ class Traffic:
         elapsed = time.perf_counter() - started
         if metrics is not None:
             metrics.observe(request, context, response, elapsed)
-        self.access_log.write(request.remote, request.method, context.route.value, response.status, elapsed, context.request_id)
+        self.access_log.write(request.remote, request.method, context.route, response.status, elapsed, context.request_id)
         return response
 
     async def _dispatch(self, request: web.BaseRequest, context: RequestContext) -> web.StreamResponse:
@@ -105,8 +105,11 @@ async def forward(request: web.BaseRequest, context: RequestContext, gateway_ups
     """Any request the gateway does not intercept: to the upstream and back, streamed."""
     headers = gateway_upstream.request_headers(request, context)
     data = context.body if context.body is not None else request.content if request.body_exists else None
-    async with gateway_upstream.exchange(request.method, request.raw_path, headers, data, context) as response:
-        return await upstream.relay(request, response, {X_REQUEST_ID: context.request_id}, context)
+    reply = await gateway_upstream.send(request.method, request.raw_path, headers, data, context)
+    try:
+        return await upstream.relay(request, reply, {X_REQUEST_ID: context.request_id}, context)
+    finally:
+        reply.release()
 
 
 __all__ = ["Traffic", "forward"]

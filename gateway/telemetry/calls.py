@@ -186,7 +186,7 @@ def _log_line(args: tuple[float, str, CallFacts]) -> str:
     middle, tail = parts
     return (
         f'{{"event":"deprecated_call","time":"{_LineParts.stamp}","request_id":{_ENCODER.encode(request_id)},'
-        f'{middle},"status":{_ENCODER.encode(facts.status)},{tail}}}'
+        f'{middle},"status":{"null" if facts.status is None else int(facts.status)},{tail}}}'
     )
 
 
