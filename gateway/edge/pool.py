@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Final
 
 import httptools
+from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.edge.errors import UpstreamError, UpstreamFailure
@@ -284,22 +285,17 @@ class _Connection(asyncio.Protocol):
                 self._refuse("it switches protocols")
             self._interim = True  # 100 Continue and the like: the real answer follows
             return
-        length = None
-        chunked = False
-        for name, value in self._headers:
-            lowered = name.lower()
-            if lowered == b"content-length":
-                if length is not None:
-                    self._refuse("two Content-Length fields")
-                length = int(value)
-            elif lowered == b"transfer-encoding":
-                if value.strip().lower() != b"chunked" or chunked:
-                    self._refuse(f"the transfer coding {value.decode('latin-1')!r}")
-                chunked = True
+        headers = CIMultiDict([(name.decode("latin-1"), value.decode("utf-8", "surrogateescape")) for name, value in self._headers])
+        lengths = headers.getall(hdrs.CONTENT_LENGTH, ())
+        if len(lengths) > 1:
+            self._refuse("two Content-Length fields")
+        length = int(lengths[0]) if lengths else None  # digits only: llhttp checked them
+        codings = headers.getall(hdrs.TRANSFER_ENCODING, ())
+        if codings and (len(codings) > 1 or codings[0].strip().lower() != "chunked"):
+            self._refuse(f"the transfer coding {', '.join(codings)!r}")
         bodiless = status in _NO_BODY or self._head_request
-        if not bodiless and length is None and not chunked:
+        if not bodiless and length is None and not codings:
             self._refuse("its body has neither a Content-Length nor chunked framing")
-        headers = CIMultiDict((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")) for name, value in self._headers)
         answer = self._answer = Answer(self, status, self._reason.decode("latin-1"), CIMultiDictProxy(headers), 0 if bodiless else length)
         waiter, self._head_waiter = self._head_waiter, None
         if bodiless:
