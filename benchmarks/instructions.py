@@ -36,13 +36,17 @@ from benchmarks.cost import drive, raw_request
 from benchmarks.report import ACCESS_LOG_OFF, FLOOR, GATEWAY, QUIET
 from benchmarks.run import VARIANT_ENV, slug
 
-# The paths (None: the floor) and the environment of each, as make bench starts them.
+CANNED = "aiohttp's server, a canned 400"
+# The paths and the gateway's environment in each, as make bench starts them (None: not
+# the gateway). The canned answer is a refusal: measured on the refused PATCH only.
 PATHS: Mapping[str, Mapping[str, str] | None] = {
     FLOOR: None,
     GATEWAY: {},
     ACCESS_LOG_OFF: VARIANT_ENV[ACCESS_LOG_OFF],
     QUIET: VARIANT_ENV[QUIET],
+    CANNED: None,
 }
+CANNED_WORKLOAD = "PATCH forbidden"
 CONNECTIONS = 4
 
 
@@ -63,9 +67,11 @@ def _chosen(name: str, words: str) -> bool:
     return not words or any(word.strip() and word.strip() in name for word in words.split(","))
 
 
-def command(path: str, env: Mapping[str, str] | None, port: int, upstream_url: str) -> list[str]:
-    if env is None:
+def command(path: str, port: int, upstream_url: str) -> list[str]:
+    if path == FLOOR:
         return [sys.executable, "-m", "benchmarks.floor", "--listen", f"127.0.0.1:{port}", "--upstream", upstream_url]
+    if path == CANNED:
+        return [sys.executable, "-m", "benchmarks.canned", "--listen", f"127.0.0.1:{port}"]
     return [
         sys.executable, "-m", "gateway", "serve", "--upstream", upstream_url,
         "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{servers.free_port()}",
@@ -90,14 +96,14 @@ def count(call: loads.Call, path: str, env: Mapping[str, str] | None, upstream_u
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [*valgrind, *command(path, env, port, upstream_url)], stdout=output, stderr=subprocess.STDOUT, cwd=servers.REPO, env=environment
+            [*valgrind, *command(path, port, upstream_url)], stdout=output, stderr=subprocess.STDOUT, cwd=servers.REPO, env=environment
         )
     try:
         servers.wait_listening(port, process, timeout=180)
         request = raw_request(call)
         asyncio.run(drive(port, request, max(args.warm_up, CONNECTIONS), CONNECTIONS))
         subprocess.run(["callgrind_control", "--zero", str(process.pid)], check=True, capture_output=True)
-        requests = args.requests // CONNECTIONS * CONNECTIONS
+        requests: int = max(args.requests // CONNECTIONS, 1) * CONNECTIONS
         asyncio.run(drive(port, request, requests, CONNECTIONS))
         subprocess.run(["callgrind_control", "--dump", str(process.pid)], check=True, capture_output=True)
         dump = out.with_name(out.name + ".1")
@@ -135,10 +141,10 @@ def render(results: Mapping[tuple[str, str], float], paths: list[str], workloads
         floor = results.get((workload, FLOOR))
         cells = []
         for path in paths:
-            value = results[(workload, path)]
-            cells.append(f"{value / 1000:.0f}")
+            value = results.get((workload, path))
+            cells.append("—" if value is None else f"{value / 1000:.0f}")
             if path != FLOOR:
-                cells.append(f"{floor / value:.2f}" if floor else "—")
+                cells.append(f"{floor / value:.2f}" if floor and value else "—")
         rows.append(f"| {workload} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
 
@@ -154,7 +160,7 @@ def main() -> int:
         workdir = Path(scratch)
         upstream = servers.upstream(workdir, area)
         try:
-            jobs = [(call, path) for call in calls for path in paths]
+            jobs = [(call, path) for call in calls for path in paths if path != CANNED or call.name == CANNED_WORKLOAD]
             with ThreadPoolExecutor(max_workers=args.jobs) as pool:
                 futures = {job: pool.submit(count, job[0], job[1], PATHS[job[1]], upstream.url, args, workdir) for job in jobs}
                 results = {(call.name, path): future.result() for (call, path), future in futures.items()}
