@@ -1,6 +1,6 @@
 """One benchmark run: start every path, measure every workload, write and print the tables.
 
-    python -m benchmarks                 # the full run (about 6 minutes)
+    python -m benchmarks                 # the full run (about 24 minutes on 2 cores)
     python -m benchmarks --quick         # a short run to check the suite itself
     python -m benchmarks --only streaming --size-mib 1024 --big   # issue 2's streaming check, 4 GiB too
 
