@@ -78,12 +78,16 @@ def command(path: str, port: int, upstream_url: str) -> list[str]:
     ]  # fmt: skip
 
 
-def totals(dump: Path) -> int:
-    """The instruction count of one callgrind dump file."""
-    for line in dump.read_text(errors="replace").splitlines():
+def totals(dump: Path) -> int | None:
+    """The instruction count of one callgrind dump file; None while it is not whole yet."""
+    try:
+        text = dump.read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    for line in text.splitlines():
         if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
-    raise RuntimeError(f"{dump} has no totals line")
+    return None
 
 
 def count(call: loads.Call, path: str, env: Mapping[str, str] | None, upstream_url: str, args: argparse.Namespace, workdir: Path) -> float:
@@ -106,14 +110,16 @@ def count(call: loads.Call, path: str, env: Mapping[str, str] | None, upstream_u
         requests: int = max(args.requests // CONNECTIONS, 1) * CONNECTIONS
         asyncio.run(drive(port, request, requests, CONNECTIONS))
         subprocess.run(["callgrind_control", "--dump", str(process.pid)], check=True, capture_output=True)
-        dump = out.with_name(out.name + ".1")
+        dump = out.with_name(out.name + ".1")  # the first dump asked for; the process writes it
         deadline = time.monotonic() + 60
-        while not dump.exists() and time.monotonic() < deadline:
+        while (counted := totals(dump)) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"callgrind wrote no whole dump to {dump.name} within 60 s")
             time.sleep(0.2)
-        time.sleep(0.5)  # the dump is written by the process: let it finish
-        return totals(dump) / requests
-    except RuntimeError as exc:
-        raise RuntimeError(f"{path} under callgrind: {exc}; its output is in {log}") from None
+        return counted / requests
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        output_tail = log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{path} under callgrind: {exc}; its output ended:\n{output_tail}") from None
     finally:
         process.terminate()
         try:
