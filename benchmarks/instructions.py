@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 from benchmarks import loads, servers
 from benchmarks.cost import drive, raw_request
 from benchmarks.report import ACCESS_LOG_OFF, FLOOR, GATEWAY, QUIET
-from benchmarks.run import VARIANT_ENV, slug
+from benchmarks.run import VARIANT_ENV, chosen, require_tools, revision, slug
 
 CANNED = "aiohttp's server, a canned 400"
 # The paths and the gateway's environment in each, as make bench starts them (None: not
@@ -63,19 +62,12 @@ def arguments() -> argparse.Namespace:
     return args
 
 
-def _chosen(name: str, words: str) -> bool:
-    return not words or any(word.strip() and word.strip() in name for word in words.split(","))
-
-
 def command(path: str, port: int, upstream_url: str) -> list[str]:
     if path == FLOOR:
-        return [sys.executable, "-m", "benchmarks.floor", "--listen", f"127.0.0.1:{port}", "--upstream", upstream_url]
+        return servers.floor_command(port, upstream_url)
     if path == CANNED:
         return [sys.executable, "-m", "benchmarks.canned", "--listen", f"127.0.0.1:{port}"]
-    return [
-        sys.executable, "-m", "gateway", "serve", "--upstream", upstream_url,
-        "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{servers.free_port()}",
-    ]  # fmt: skip
+    return servers.gateway_command(port, upstream_url)
 
 
 def totals(dump: Path) -> int | None:
@@ -96,7 +88,7 @@ def count(call: loads.Call, path: str, env: Mapping[str, str] | None, upstream_u
     name = f"{slug(call.name)}-{slug(path)}"
     out = workdir / f"{name}.callgrind"
     log = workdir / f"{name}.log"
-    environment = {**os.environ, "XDG_STATE_HOME": str(workdir / f"{name}-state"), **(env or {})}
+    environment = {**os.environ, **servers.gateway_environment(workdir / f"{name}-state", env)}
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -129,16 +121,6 @@ def count(call: loads.Call, path: str, env: Mapping[str, str] | None, upstream_u
             process.wait()
 
 
-def require_tools() -> None:
-    missing = [tool for tool in ("valgrind", "nginx") if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists())]
-    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
-        print(f"installing {', '.join(missing)} with apt-get", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], check=False)
-        missing = [tool for tool in missing if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists())]
-    if missing:
-        raise SystemExit(f"missing: {', '.join(missing)} (Debian, as root: apt-get install {' '.join(missing)})")
-
-
 def render(results: Mapping[tuple[str, str], float], paths: list[str], workloads: list[str]) -> str:
     header = "| workload | " + " | ".join(f"{path} (k) | × floor" if path != FLOOR else f"{path} (k)" for path in paths) + " |"
     rule = "|---|" + "|".join("--:|--:" if path != FLOOR else "--:" for path in paths) + "|"
@@ -157,9 +139,9 @@ def render(results: Mapping[tuple[str, str], float], paths: list[str], workloads
 
 def main() -> int:
     args = arguments()
-    require_tools()
-    calls = [call for call in loads.CALLS if _chosen(call.name, args.workloads)]
-    paths = [path for path in PATHS if _chosen(path, args.paths)]
+    require_tools(("valgrind", "nginx"))
+    calls = [call for call in loads.CALLS if chosen(call.name, args.workloads)]
+    paths = [path for path in PATHS if chosen(path, args.paths)]
     if not calls or not paths:
         raise SystemExit("no workload or no path chosen: see --workloads and --paths")
     with servers.spool() as area, tempfile.TemporaryDirectory() as scratch:
@@ -172,14 +154,9 @@ def main() -> int:
                 results = {(call.name, path): future.result() for (call, path), future in futures.items()}
         finally:
             upstream.stop()
-    print(f"instructions per request (k), {args.requests} requests each, callgrind; git {_revision()}\n")
+    print(f"instructions per request (k), {args.requests} requests each, callgrind; git {revision()}\n")
     print(render(results, paths, [call.name for call in calls]))
     return 0
-
-
-def _revision() -> str:
-    finished = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=servers.REPO)
-    return finished.stdout.strip() or "unknown"
 
 
 if __name__ == "__main__":

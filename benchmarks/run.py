@@ -124,7 +124,7 @@ class Paths:
                 wanted = (name not in VARIANTS or variants) and (name not in STORES or stores) and name != RESIGNING
             if wanted:
                 rows.append((name, server.url, server))
-        return [row for row in rows if _chosen(row[0], self.only)]
+        return [row for row in rows if chosen(row[0], self.only)]
 
     def stop(self) -> None:
         for name, server in self.proxies.items():
@@ -140,7 +140,7 @@ def started(args: argparse.Namespace, workdir: Path, area: servers.Spool) -> Ite
     paths.only = args.paths or ""
     redis: RedisServer | None = None
     try:
-        if args.only != "streaming" and _chosen(REDIS, paths.only):
+        if args.only != "streaming" and chosen(REDIS, paths.only):
             try:
                 redis = RedisServer(workdir / "redis").start()
             except (OSError, RuntimeError) as exc:
@@ -168,7 +168,7 @@ def started(args: argparse.Namespace, workdir: Path, area: servers.Spool) -> Ite
         if redis is None:
             wanted.pop(REDIS, None)
         for name, starting in wanted.items():
-            if _chosen(name, paths.only):
+            if chosen(name, paths.only):
                 paths.add(name, starting)
         yield paths
     finally:
@@ -182,13 +182,14 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.removeprefix("ims-gateway, 1 worker, ")).strip("-")
 
 
-def _chosen(name: str, only: str) -> bool:
+def chosen(name: str, only: str) -> bool:
+    """Whether ``name`` has one of the comma-separated words of ``only`` (every name when empty)."""
     return not only or any(word.strip() in name for word in only.split(","))
 
 
 def measure_rates(args: argparse.Namespace, paths: Paths) -> list[Result]:
     samples: dict[tuple[str, str], list[Result]] = {}
-    for workload in (call for call in (*loads.CALLS, *loads.SIGNED_CALLS) if _chosen(call.name, args.workloads or "")):
+    for workload in (call for call in (*loads.CALLS, *loads.SIGNED_CALLS) if chosen(call.name, args.workloads or "")):
         call = loads.signed_now(workload)  # a signed call is signed just before it is measured
         rows = paths.measured(stores=call.name in ("PATCH v2.0", "PATCH v2.1"), signed=call.signed)
         for name, url, _ in rows:
@@ -295,17 +296,17 @@ def render(args: argparse.Namespace, when: str, host: str, rates: list[Result], 
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _missing_tools() -> list[str]:
-    return [tool for tool in ("nginx", "wrk", "curl") if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists())]
+def _missing_tools(tools: tuple[str, ...]) -> list[str]:
+    return [tool for tool in tools if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists())]
 
 
-def require_tools() -> None:
-    """nginx, wrk and curl: installed with apt-get when missing and running as root, else a clear exit."""
-    missing = _missing_tools()
+def require_tools(tools: tuple[str, ...] = ("nginx", "wrk", "curl")) -> None:
+    """The Debian tools a benchmark drives: installed with apt-get when missing and running as root, else a clear exit."""
+    missing = _missing_tools(tools)
     if missing and os.geteuid() == 0 and shutil.which("apt-get"):
         print(f"installing {', '.join(missing)} with apt-get", flush=True)
         subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *missing], check=False)
-        missing = _missing_tools()
+        missing = _missing_tools(tools)
     if missing:
         raise SystemExit(f"missing: {', '.join(missing)} (Debian, as root: apt-get install {' '.join(missing)})")
 
@@ -332,7 +333,7 @@ def main() -> int:
         notes = paths.notes
     notes += [
         "ims-gateway as shipped: logging at info with the access log and the per-call lines "
-        f"(to its log file), metrics and the migration report on, uvloop; git {_revision()}"
+        f"(to its log file), metrics and the migration report on, uvloop; git {revision()}"
     ]
     text = render(args, when, host, rates, streams, big, notes)
     (workdir / "results.md").write_text(text)
@@ -342,6 +343,6 @@ def main() -> int:
     return 0
 
 
-def _revision() -> str:
+def revision() -> str:
     finished = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=servers.REPO)
     return finished.stdout.strip() or "unknown"

@@ -219,24 +219,37 @@ def nginx_proxy(workdir: Path, upstream_server: Server) -> Server:
     return nginx("nginx-proxy", "proxy.conf", workdir, PROXY_CPUS, UPSTREAM_PORT=upstream_server.port)
 
 
+def floor_command(port: int, upstream_url: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.floor", "--listen", f"127.0.0.1:{port}", "--upstream", upstream_url]
+
+
 def floor(workdir: Path, upstream_server: Server) -> Server:
     port = free_port()
-    command = [sys.executable, "-m", "benchmarks.floor", "--listen", f"127.0.0.1:{port}", "--upstream", upstream_server.url]
-    return start("floor", command, port, workdir)
+    return start("floor", floor_command(port, upstream_server.url), port, workdir)
 
 
-def gateway(name: str, workdir: Path, upstream_server: Server, *, workers: int = 1, env: Mapping[str, str] | None = None) -> Server:
-    """ims-gateway as shipped: info logging, the access log and the per-call lines on, to its log file."""
-    port = free_port()
+def gateway_command(port: int, upstream_url: str, workers: int = 1) -> list[str]:
     command = [
         sys.executable, "-m", "gateway", "serve",
-        "--upstream", upstream_server.url,
+        "--upstream", upstream_url,
         "--listen", f"127.0.0.1:{port}",
         "--admin-listen", f"127.0.0.1:{free_port()}",
     ]
     if workers != 1:
         command += ["--workers", str(workers)]
-    # --workers N share a SQLite migration report in the state directory: the run's own.
-    environment = {"XDG_STATE_HOME": str(workdir / "state"), **(env or {})}
+    return command
+
+
+def gateway_environment(state: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The gateway's environment: ``env`` and a state directory of the run's own (where
+    --workers N share a SQLite migration report)."""
+    return {"XDG_STATE_HOME": str(state), **(env or {})}
+
+
+def gateway(name: str, workdir: Path, upstream_server: Server, *, workers: int = 1, env: Mapping[str, str] | None = None) -> Server:
+    """ims-gateway as shipped: info logging, the access log and the per-call lines on, to its log file."""
+    port = free_port()
+    command = gateway_command(port, upstream_server.url, workers)
+    environment = gateway_environment(workdir / "state", env)
     # N workers are given every CPU: that is what scaling means on this machine.
     return start(name, command, port, workdir, environment, cpus=PROXY_CPUS if workers == 1 else CPUS)
